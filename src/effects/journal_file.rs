@@ -1,0 +1,194 @@
+//! Opening `$PGBAK/pgbak.lock` as pgbak's journal: lock, replay, repair, rebuild.
+//!
+//! Owns: the one way every command gets at the journal. It takes the journal lock (byte 0,
+//! exclusive, bounded wait) only while the journal is opened, so a concurrent `pgbak wal`
+//! waits milliseconds at most (S-2.6). When recovery decides the journal cannot be trusted, the
+//! state is rebuilt from the directory tree (S-3.3) and the damaged bytes are first kept as
+//! `pgbak.lock.damaged-TIMESTAMP` (0600, durably) for inspection.
+//!
+//! Invariants: `pgbak.lock` is opened, never created anew over an existing file, never renamed
+//! or deleted (other processes hold OFD locks on it, S-3.5); every descriptor is `O_CLOEXEC`.
+
+use crate::effects::durable::{self, Existing, PRIVATE_FILE_MODE};
+use crate::effects::environment::{LOCK_FILE_NAME, PgbakHome};
+use crate::effects::lock::{LockFile, LockKind, LockRange, Wait};
+use crate::effects::tree_scan::{self, ScanError};
+use crate::journal::{
+    DecodedJournal, Inspection, Journal, JournalOptions, OpenError, OpenReport, RebuildRequest,
+};
+use crate::machine::{Event, State};
+use crate::timestamp::UnixMillis;
+use anyhow::Context;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The journal lock is held for one append: milliseconds. Waiting longer than this means
+/// another pgbak process is stuck holding it; failing loudly beats stalling the archiver.
+pub const JOURNAL_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// pgbak's journal: the machine's state over the lock file.
+pub type PgbakJournal = Journal<State, File>;
+
+/// An open journal and what opening it did.
+pub struct OpenedJournal {
+    /// The lock file the journal lives in; keep it to take the locks again.
+    pub lock_file: LockFile,
+    pub journal: PgbakJournal,
+    pub report: OpenReport,
+    /// Where the damaged journal's bytes were kept, when it was rebuilt.
+    pub damaged_copy: Option<PathBuf>,
+}
+
+/// The clock, read in one place so every fact's time comes from here.
+pub fn now() -> UnixMillis {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A new journal's identity: distinct across rebuilds by time and process (no randomness is
+/// needed; `choose_journal_id` also makes it differ from the damaged journal's).
+fn journal_id_seed(now: UnixMillis) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or_default();
+    now.0.rotate_left(20) ^ (u64::from(std::process::id()) << 44) ^ nanos
+}
+
+/// Whether `$PGBAK` has never been used: no journal bytes and no backup directory. `status`
+/// reports such a directory as empty instead of creating a journal in it.
+pub fn is_unused(home: &PgbakHome) -> anyhow::Result<bool> {
+    let lock_path = home.lock_file_path();
+    let journal_bytes = match std::fs::metadata(&lock_path) {
+        Ok(metadata) => metadata.len(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(error) => {
+            return Err(error).with_context(|| format!("journal {}", lock_path.display()));
+        }
+    };
+    if journal_bytes > 0 {
+        return Ok(false);
+    }
+    let scan = tree_scan::scan(&home.path)?;
+    Ok(scan.directories.is_empty())
+}
+
+/// Keeps the damaged journal's bytes next to it, durably, before the rebuild overwrites them.
+fn keep_damaged_copy(
+    pgbak: &Path,
+    request: &RebuildRequest<'_>,
+    now: UnixMillis,
+) -> std::io::Result<Option<PathBuf>> {
+    let Some(bytes) = request.damaged_bytes.filter(|_| request.reason.is_damage()) else {
+        return Ok(None);
+    };
+    let name = format!("{LOCK_FILE_NAME}.damaged-{}", now.to_timestamp_string());
+    durable::write_file_durably(pgbak, &name, bytes, PRIVATE_FILE_MODE, Existing::Keep)?;
+    Ok(Some(pgbak.join(name)))
+}
+
+/// Opens the journal for writing: replays it, cuts a torn tail, or rebuilds it from the tree.
+/// Creates `pgbak.lock` if it does not exist (that is a rebuild from an empty tree: a first run).
+pub fn open_journal(home: &PgbakHome, now: UnixMillis) -> anyhow::Result<OpenedJournal> {
+    let lock_path = home.lock_file_path();
+    let lock_file = LockFile::open(&lock_path)?;
+    let guard = lock_file.lock(
+        LockRange::Journal,
+        LockKind::Exclusive,
+        Wait::UpTo(JOURNAL_LOCK_WAIT),
+    )?;
+    let storage = lock_file.file().try_clone().with_context(|| {
+        format!(
+            "journal {}: cannot duplicate its descriptor",
+            lock_path.display()
+        )
+    })?;
+    let mut damaged_copy = None;
+    let opened = Journal::open(
+        storage,
+        &JournalOptions::default(),
+        now,
+        journal_id_seed(now),
+        |request: &RebuildRequest<'_>| -> Result<State, RebuildError> {
+            damaged_copy = keep_damaged_copy(&home.path, request, now).map_err(|source| {
+                RebuildError::KeepCopy {
+                    path: home.path.join(LOCK_FILE_NAME),
+                    source,
+                }
+            })?;
+            let scan = tree_scan::scan(&home.path).map_err(RebuildError::Scan)?;
+            Ok(State::rebuilt_from(&scan))
+        },
+    );
+    drop(guard);
+    let (journal, report) = opened.map_err(|error| match error {
+        OpenError::Journal(error) => {
+            anyhow::Error::new(error).context(format!("journal {}", lock_path.display()))
+        }
+        OpenError::RebuildFailed { reason, source } => anyhow::Error::new(source).context(format!(
+            "journal {}: needs a rebuild because {reason}, and the rebuild failed",
+            lock_path.display()
+        )),
+    })?;
+    Ok(OpenedJournal {
+        lock_file,
+        journal,
+        report,
+        damaged_copy,
+    })
+}
+
+impl OpenedJournal {
+    /// Appends facts under the exclusive journal lock, held only for the append (S-2.6): the
+    /// journal first folds in what other processes appended, the machine checks every fact,
+    /// then the frames are written and fsynced (S-3.2) before this returns.
+    pub fn append(&mut self, events: &[Event], now: UnixMillis) -> anyhow::Result<()> {
+        let _guard = self.lock_file.lock(
+            LockRange::Journal,
+            LockKind::Exclusive,
+            Wait::UpTo(JOURNAL_LOCK_WAIT),
+        )?;
+        self.journal
+            .append(events, now)
+            .with_context(|| format!("journal {}", self.lock_file.path().display()))?;
+        Ok(())
+    }
+}
+
+/// Why rebuilding the journal from the tree failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Scan(ScanError),
+    #[error("cannot keep a copy of the damaged journal {}: {source}", .path.display())]
+    KeepCopy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The journal's records as stored, read under the shared journal lock (`status --journal`).
+pub fn decode_journal(opened: &OpenedJournal) -> anyhow::Result<DecodedJournal<State, Event>> {
+    let _guard = opened.lock_file.lock(
+        LockRange::Journal,
+        LockKind::Shared,
+        Wait::UpTo(JOURNAL_LOCK_WAIT),
+    )?;
+    Journal::<State, File>::decode_records(opened.journal.storage())
+        .with_context(|| format!("journal {}", opened.lock_file.path().display()))
+}
+
+/// A read-only replay (no repair), under the shared journal lock.
+pub fn inspect_journal(lock_file: &LockFile) -> anyhow::Result<Inspection<State>> {
+    let _guard = lock_file.lock(
+        LockRange::Journal,
+        LockKind::Shared,
+        Wait::UpTo(JOURNAL_LOCK_WAIT),
+    )?;
+    Journal::<State, File>::inspect(lock_file.file())
+        .with_context(|| format!("journal {}", lock_file.path().display()))
+}

@@ -1,0 +1,12 @@
+//! The effects layer: everything that touches the world on the machine's behalf.
+//!
+//! Owns: the environment checks (S-1.1, S-1.4), the config file (S-7), the OFD locks (S-3.5),
+//! durable file writes (S-2.3), and the directory-tree scan used to rebuild a lost journal
+//! (S-3.3). Nothing here decides *what* to do; the pure machine does.
+
+pub mod config;
+pub mod durable;
+pub mod environment;
+pub mod journal_file;
+pub mod lock;
+pub mod tree_scan;

@@ -1,0 +1,227 @@
+//! Reads the directory tree under `$PGBAK` into a [`TreeScan`], the input of the journal
+//! rebuild (S-3.3) and of the problems `status` reports (gaps in the WAL sequence, S-6.4).
+//!
+//! Owns: what counts as one of our directories on disk. Invariants: read-only; entries whose
+//! names are not ours (`TIMESTAMP/`, `pg_wal/*.zst`, `base.tzst`) are ignored, never touched;
+//! `base.tzst` counts only as a regular file, which pgbak links into place only once complete
+//! and durable (S-4.3), so its presence proves the base backup finished.
+
+use crate::machine::{ScannedDirectory, TreeScan};
+use crate::timestamp::{DirectoryName, UnixMillis};
+use crate::wal_name::{WalFileKind, WalFileName};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+/// The base backup's file name inside a directory (seed: `$PGBAK/TIMESTAMP/base.tzst`).
+pub const BASE_FILE_NAME: &str = "base.tzst";
+/// The WAL subdirectory (seed: `$PGBAK/TIMESTAMP/pg_wal/NNN.zst`).
+pub const WAL_DIRECTORY_NAME: &str = "pg_wal";
+/// The symlink to the latest directory.
+pub const CURRENT_LINK_NAME: &str = "current";
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct ScanError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+fn scan_error(path: &Path) -> impl FnOnce(io::Error) -> ScanError + '_ {
+    move |source| ScanError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn modified_at(metadata: &fs::Metadata) -> Option<UnixMillis> {
+    let since_epoch = metadata.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    Some(UnixMillis(
+        u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+    ))
+}
+
+/// The names of the WAL files stored in one directory's `pg_wal/`, sorted, with their sizes.
+pub fn stored_wal_files(
+    directory: &Path,
+) -> Result<Vec<(WalFileName, u64, UnixMillis)>, ScanError> {
+    let wal_directory = directory.join(WAL_DIRECTORY_NAME);
+    let entries = match fs::read_dir(&wal_directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(scan_error(&wal_directory)(error)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(scan_error(&wal_directory))?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".zst")) else {
+            continue;
+        };
+        let Some(wal_name) = WalFileName::parse(name) else {
+            continue;
+        };
+        let metadata = entry.metadata().map_err(scan_error(&entry.path()))?;
+        if !metadata.is_file() {
+            continue;
+        }
+        let at = modified_at(&metadata).unwrap_or_default();
+        files.push((wal_name, metadata.len(), at));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Scans `$PGBAK`. A directory that vanishes during the scan (a failed one being removed) is
+/// skipped, not an error.
+pub fn scan(pgbak: &Path) -> Result<TreeScan, ScanError> {
+    let mut directories = Vec::new();
+    let mut distinct_names = std::collections::BTreeSet::new();
+    for entry in fs::read_dir(pgbak).map_err(scan_error(pgbak))? {
+        let entry = entry.map_err(scan_error(pgbak))?;
+        let Some(name) = entry.file_name().to_str().and_then(DirectoryName::parse) else {
+            continue;
+        };
+        let path = entry.path();
+        match fs::symlink_metadata(&path) {
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(_) => continue,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(scan_error(&path)(error)),
+        }
+        let base = match fs::symlink_metadata(path.join(BASE_FILE_NAME)) {
+            Ok(metadata) if metadata.is_file() => Some((
+                metadata.len(),
+                modified_at(&metadata).unwrap_or(name.as_millis()),
+            )),
+            Ok(_) => None,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => return Err(scan_error(&path.join(BASE_FILE_NAME))(error)),
+        };
+        let files = stored_wal_files(&path)?;
+        distinct_names.extend(files.iter().map(|(n, _, _)| n.clone()));
+        let segments = || {
+            files
+                .iter()
+                .filter(|(n, _, _)| matches!(n.kind(), WalFileKind::Segment | WalFileKind::Partial))
+        };
+        let newest_file_at = files
+            .iter()
+            .map(|(_, _, at)| *at)
+            .chain(base.map(|(_, at)| at))
+            .max()
+            .unwrap_or(name.as_millis());
+        directories.push(ScannedDirectory {
+            name,
+            base,
+            wal_files: files.len() as u64,
+            wal_bytes: files.iter().map(|(_, bytes, _)| bytes).sum(),
+            first_wal: segments().next().map(|(n, _, _)| n.clone()),
+            last_wal: segments().last().map(|(n, _, _)| n.clone()),
+            newest_file_at,
+        });
+    }
+    directories.sort_by_key(|d| d.name);
+    let current_link = fs::read_link(pgbak.join(CURRENT_LINK_NAME))
+        .ok()
+        .and_then(|target| target.to_str().and_then(DirectoryName::parse));
+    Ok(TreeScan {
+        directories,
+        current_link,
+        distinct_wal_files: distinct_names.len() as u64,
+    })
+}
+
+/// Gaps in the sequence of complete segments of one timeline: `(after, before)` pairs of
+/// consecutive stored segments with missing ones between them (S-6.4). Partial segments and
+/// history files do not count; a timeline switch is not a gap.
+pub fn segment_gaps(
+    files: &[(WalFileName, u64, UnixMillis)],
+    segment_size_bytes: u64,
+) -> Vec<(WalFileName, WalFileName)> {
+    let segments: Vec<(&WalFileName, (u32, u64))> = files
+        .iter()
+        .filter(|(n, _, _)| n.kind() == WalFileKind::Segment)
+        .filter_map(|(n, _, _)| Some((n, n.segment_position(segment_size_bytes)?)))
+        .collect();
+    segments
+        .windows(2)
+        .filter(|pair| pair[0].1.0 == pair[1].1.0 && pair[1].1.1 > pair[0].1.1 + 1)
+        .map(|pair| (pair[0].0.clone(), pair[1].0.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{DirectoryPhase, State};
+
+    fn scratch(name: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("pgbak-scan-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        path
+    }
+
+    #[test]
+    fn scan_finds_our_directories_and_ignores_everything_else() {
+        let root = scratch("tree");
+        let complete = root.join("20261124T154307Z");
+        fs::create_dir_all(complete.join("pg_wal")).unwrap();
+        fs::write(complete.join("base.tzst"), b"base").unwrap();
+        for name in [
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "00000002.history",
+        ] {
+            fs::write(complete.join("pg_wal").join(format!("{name}.zst")), b"zz").unwrap();
+        }
+        fs::write(complete.join("pg_wal").join("junk.zst"), b"x").unwrap();
+        let pending = root.join("20261125T000000Z");
+        fs::create_dir_all(pending.join("pg_wal")).unwrap();
+        fs::create_dir_all(root.join("scripts")).unwrap();
+        fs::create_dir_all(root.join("2026-11-24")).unwrap();
+        std::os::unix::fs::symlink("20261124T154307Z", root.join("current")).unwrap();
+
+        let scan = scan(&root).unwrap();
+        assert_eq!(scan.directories.len(), 2);
+        let first = &scan.directories[0];
+        assert_eq!(first.base.map(|(bytes, _)| bytes), Some(4));
+        assert_eq!(first.wal_files, 3);
+        assert_eq!(first.wal_bytes, 6);
+        assert_eq!(
+            first.last_wal.as_ref().unwrap().as_str(),
+            "000000010000000000000004"
+        );
+        assert_eq!(scan.current_link, DirectoryName::parse("20261124T154307Z"));
+
+        let state = State::rebuilt_from(&scan);
+        assert_eq!(
+            state.directories[&first.name].phase,
+            DirectoryPhase::Current
+        );
+        assert_eq!(
+            state.directories[&scan.directories[1].name].phase,
+            DirectoryPhase::Failed
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn gaps_are_found_within_a_timeline_only() {
+        let file = |n: &str| (WalFileName::parse(n).unwrap(), 1, UnixMillis(0));
+        let files = [
+            file("000000010000000000000001"),
+            file("000000010000000000000002"),
+            file("000000010000000000000005"),
+            file("000000020000000000000006"),
+            file("00000002.history"),
+        ];
+        let gaps = segment_gaps(&files, 16 << 20);
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].0.as_str(), "000000010000000000000002");
+        assert_eq!(gaps[0].1.as_str(), "000000010000000000000005");
+    }
+}

@@ -1,0 +1,266 @@
+//! Decisions: `next_actions(state, now, policy)` for the sync, `archive_targets(state, now)` for
+//! `pgbak wal`.
+//!
+//! Owns: when a base backup is due (S-4.2) and in which directory it runs, which directory the
+//! script runs for next and with which timestamps (S-5.1, S-5.2), the retry backoffs (S-4.5,
+//! S-5.3), the script timeout (S-5.4), when the sync may exit (S-6.2), and where an archived file
+//! goes (S-2.7).
+//!
+//! Invariants: a pure function of its arguments; it never emits an action whose intent is
+//! already recorded (a running base backup or script is never started twice); every wait is
+//! returned as `wake_at`, never slept here (S-6.5).
+
+use super::action::{Action, Plan, StopScriptReason};
+use super::policy::Policy;
+use super::state::{DirectoryPhase, State};
+use crate::timestamp::{DirectoryName, UnixMillis};
+
+/// Where `pgbak wal` stores a file (S-2.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveTargets {
+    /// No directory is open at all (first run, or the only pending one failed): open this one
+    /// first (record `DirectoryOpened`), which makes a base backup due.
+    pub open_directory: Option<DirectoryName>,
+    /// Every directory the file goes into: all pending and current ones, oldest first.
+    pub directories: Vec<DirectoryName>,
+}
+
+pub fn archive_targets(state: &State, now: UnixMillis) -> ArchiveTargets {
+    let open: Vec<DirectoryName> = state.open_directories().collect();
+    if open.is_empty() {
+        let name = fresh_directory_name(state, now);
+        ArchiveTargets {
+            open_directory: Some(name),
+            directories: vec![name],
+        }
+    } else {
+        ArchiveTargets {
+            open_directory: None,
+            directories: open,
+        }
+    }
+}
+
+/// A name for a new directory: the current second, or one past the newest existing name, so
+/// names stay unique and ordered even if the clock steps back or two open in one second.
+fn fresh_directory_name(state: &State, now: UnixMillis) -> DirectoryName {
+    let newest = state
+        .directories
+        .keys()
+        .next_back()
+        .map(|name| name.0 + 1)
+        .unwrap_or(0);
+    DirectoryName(now.seconds().max(newest))
+}
+
+/// Why a base backup is due (S-4.2), for `status` and for the decision itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseBackupDue {
+    /// `pgbak sync --base`.
+    Requested,
+    /// No directory has a finished base backup yet.
+    NoCurrentDirectory,
+    /// The current base is older than `base.max_age_hours`.
+    TooOld,
+    /// The current directory's WAL outgrew `base.max_wal_ratio` × its base.
+    TooMuchWal,
+}
+
+pub fn base_backup_due(state: &State, now: UnixMillis, policy: &Policy) -> Option<BaseBackupDue> {
+    if state.base_backup.requested {
+        return Some(BaseBackupDue::Requested);
+    }
+    let Some((_, current)) = state.current_directory() else {
+        return Some(BaseBackupDue::NoCurrentDirectory);
+    };
+    let base = current.base?;
+    if now.millis_since(base.finished_at) >= policy.base_max_age_ms {
+        return Some(BaseBackupDue::TooOld);
+    }
+    // Compare in f64: byte counts stay far below 2^53, where f64 is exact.
+    if base.bytes > 0 && current.wal_bytes as f64 > policy.base_max_wal_ratio * base.bytes as f64 {
+        return Some(BaseBackupDue::TooMuchWal);
+    }
+    None
+}
+
+/// When the current base backup becomes too old: a time to look again, not a reason to stay.
+fn base_backup_ages_out_at(state: &State, policy: &Policy) -> Option<UnixMillis> {
+    let (_, current) = state.current_directory()?;
+    Some(
+        current
+            .base?
+            .finished_at
+            .plus_millis(policy.base_max_age_ms),
+    )
+}
+
+/// The next time a retry is allowed after `failures` consecutive failures, the last at `at`.
+fn retry_allowed_at(
+    failures: u32,
+    last_failure_at: Option<UnixMillis>,
+    backoff: super::policy::Backoff,
+) -> Option<UnixMillis> {
+    let at = last_failure_at?;
+    (failures > 0).then(|| at.plus_millis(backoff.delay_ms(failures)))
+}
+
+#[derive(Default)]
+struct Wake(Option<UnixMillis>);
+
+impl Wake {
+    fn at(&mut self, time: UnixMillis) {
+        self.0 = Some(self.0.map_or(time, |earlier| earlier.min(time)));
+    }
+}
+
+/// What the sync should start now, and when to look again (S-6.5). The caller holds the sync
+/// lock and has recorded its `SyncStarted`.
+pub fn next_actions(state: &State, now: UnixMillis, policy: &Policy) -> Plan {
+    let mut actions = Vec::new();
+    let mut wake = Wake::default();
+    // Anything pending, due, running or being retried keeps the sync alive (S-6.2).
+    let mut outstanding = false;
+
+    for (name, directory) in &state.directories {
+        if directory.phase == DirectoryPhase::Failed {
+            actions.push(Action::RemoveFailedDirectory { directory: *name });
+            outstanding = true;
+        }
+    }
+
+    if let Some((current, _)) = state.current_directory()
+        && state.current_link != Some(current)
+    {
+        actions.push(Action::PointCurrentLinkAt { directory: current });
+        outstanding = true;
+    }
+
+    decide_base_backup(
+        state,
+        now,
+        policy,
+        &mut actions,
+        &mut wake,
+        &mut outstanding,
+    );
+    decide_script(
+        state,
+        now,
+        policy,
+        &mut actions,
+        &mut wake,
+        &mut outstanding,
+    );
+
+    if let Some(ages_out) = base_backup_ages_out_at(state, policy) {
+        wake.at(ages_out);
+    }
+    Plan {
+        finished: !outstanding && actions.is_empty(),
+        actions,
+        wake_at: wake.0,
+    }
+}
+
+fn decide_base_backup(
+    state: &State,
+    now: UnixMillis,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+    wake: &mut Wake,
+    outstanding: &mut bool,
+) {
+    let base = &state.base_backup;
+    if base.running.is_some() {
+        *outstanding = true;
+        return;
+    }
+    if base_backup_due(state, now, policy).is_none() {
+        return;
+    }
+    *outstanding = true;
+    if let Some(retry_at) = retry_allowed_at(
+        base.consecutive_failures,
+        base.last_failure.as_ref().map(|f| f.at),
+        policy.base_retry,
+    ) && now < retry_at
+    {
+        wake.at(retry_at);
+        return;
+    }
+    // Reuse a pending directory nobody is backing up (the one `wal` opened on first run);
+    // otherwise open a new one named for now.
+    let idle_pending = state
+        .directories
+        .iter()
+        .rev()
+        .find(|(_, d)| d.phase == DirectoryPhase::Pending)
+        .map(|(name, _)| *name);
+    actions.push(match idle_pending {
+        Some(directory) => Action::StartBaseBackup {
+            directory,
+            open_directory: false,
+        },
+        None => Action::StartBaseBackup {
+            directory: fresh_directory_name(state, now),
+            open_directory: true,
+        },
+    });
+}
+
+fn decide_script(
+    state: &State,
+    now: UnixMillis,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+    wake: &mut Wake,
+    outstanding: &mut bool,
+) {
+    let script = &state.script;
+    if let Some(run) = script.running {
+        *outstanding = true;
+        if let Some(timeout_ms) = policy.script_timeout_ms {
+            let deadline = run.started_at.plus_millis(timeout_ms);
+            if now >= deadline {
+                actions.push(Action::StopScript {
+                    directory: run.directory,
+                    reason: StopScriptReason::TimedOut { timeout_ms },
+                });
+            } else {
+                wake.at(deadline);
+            }
+        }
+        return;
+    }
+    let forced_current = state
+        .sync
+        .filter(|session| session.force_script)
+        .and_then(|_| state.current_directory())
+        .map(|(name, _)| name);
+    // Oldest directory first (S-5.2): names sort by time.
+    let Some(name) = state
+        .directories
+        .keys()
+        .copied()
+        .find(|name| state.needs_shipping(*name) || Some(*name) == forced_current)
+    else {
+        return;
+    };
+    *outstanding = true;
+    if let Some(retry_at) = retry_allowed_at(
+        script.consecutive_failures,
+        script.last_failure.as_ref().map(|f| f.at),
+        policy.script_retry,
+    ) && now < retry_at
+    {
+        wake.at(retry_at);
+        return;
+    }
+    let directory = &state.directories[&name];
+    actions.push(Action::RunScript {
+        directory: name,
+        current_timestamp: DirectoryName::from_millis(directory.newest_file_at),
+        through_version: directory.content_version,
+    });
+}

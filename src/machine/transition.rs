@@ -1,0 +1,724 @@
+//! `apply(state, event)`: folds one recorded fact into the state, or rejects it whole.
+//!
+//! Owns: the transition rules and the transition table [`EDGES`]. The state is seen as five
+//! components, each with a small set of kinds: every directory (`Absent`, `Pending`, `Current`,
+//! `Sealed`, `Failed`), the base backup, the script, the sync process and the journal's health.
+//! `apply` computes the new state on a copy, then checks that every component the event touched
+//! moved along an edge of [`EDGES`]; anything else is rejected and the state is left untouched.
+//! So "the transitions the code accepts" is exactly the table (or a subset the rules never
+//! reach), and `state-diagrams/machine.md` draws the same table — `tests::diagram_matches_table`
+//! compares the two, and the model-based tests check every edge is actually reachable.
+//!
+//! Intents without outcomes after a crash (base backup started, script started, sync started
+//! with no stop) are not left to chance: `SyncAbandoned` is the explicit transition that turns
+//! them into failures (S-4.5), recorded by the next sync when it finds the previous session
+//! still open.
+
+use super::FAILURE_OUTPUT_MAX_BYTES;
+use super::event::{Event, EventKind, SyncStopReason};
+use super::state::{
+    BaseInfo, Directory, DirectoryPhase, Failure, JournalHealth, RunningBaseBackup, ScriptRun,
+    Shipped, State, SyncEnd, SyncSession,
+};
+use crate::timestamp::DirectoryName;
+use crate::wal_name::WalFileKind;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The machine refused a fact: it makes no sense in the current state. During replay this means
+/// the journal cannot be trusted, and the state is rebuilt from the tree (S-3.3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{event} rejected: {reason}")]
+pub struct TransitionError {
+    pub event: &'static str,
+    pub reason: String,
+}
+
+/// The parts of the state the diagram draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    Directory,
+    BaseBackup,
+    Script,
+    Sync,
+    Journal,
+}
+
+impl Component {
+    pub const ALL: [Component; 5] = [
+        Component::Directory,
+        Component::BaseBackup,
+        Component::Script,
+        Component::Sync,
+        Component::Journal,
+    ];
+
+    /// The heading of this component's diagram in `state-diagrams/machine.md`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Directory => "directory",
+            Component::BaseBackup => "base backup",
+            Component::Script => "script",
+            Component::Sync => "sync",
+            Component::Journal => "journal",
+        }
+    }
+
+    /// The events that always concern this component (even when its kind stays the same).
+    fn vocabulary(self, kind: EventKind) -> bool {
+        use EventKind as E;
+        match self {
+            Component::Directory => false, // directories are touched by name, see `touched`
+            Component::BaseBackup => {
+                matches!(
+                    kind,
+                    E::BaseBackupStarted | E::BaseBackupFinished | E::BaseBackupFailed
+                )
+            }
+            Component::Script => {
+                matches!(
+                    kind,
+                    E::ScriptStarted | E::ScriptSucceeded | E::ScriptFailed
+                )
+            }
+            Component::Sync => matches!(kind, E::SyncStarted | E::SyncStopped | E::SyncAbandoned),
+            Component::Journal => matches!(kind, E::JournalRebuilt | E::JournalTailCut),
+        }
+    }
+}
+
+/// One edge of the diagram: in component `component`, `event` moves kind `from` to kind `to`.
+/// `[*]` is the diagram's start/end pseudo-state (a directory that does not exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Edge {
+    pub component: Component,
+    pub from: &'static str,
+    pub event: EventKind,
+    pub to: &'static str,
+}
+
+const fn edge(
+    component: Component,
+    from: &'static str,
+    event: EventKind,
+    to: &'static str,
+) -> Edge {
+    Edge {
+        component,
+        from,
+        event,
+        to,
+    }
+}
+
+/// The pseudo-state of a directory that does not exist (Mermaid's `[*]`).
+pub const ABSENT: &str = "[*]";
+
+use Component as C;
+use EventKind as E;
+
+/// Every transition the machine accepts. Self-loops are listed too: an event that names a
+/// directory but leaves its phase alone is still a transition the code must allow.
+pub const EDGES: &[Edge] = &[
+    edge(C::Directory, ABSENT, E::DirectoryOpened, "Pending"),
+    edge(C::Directory, "Pending", E::WalArchived, "Pending"),
+    edge(C::Directory, "Current", E::WalArchived, "Current"),
+    edge(C::Directory, "Sealed", E::WalArchived, "Sealed"),
+    edge(C::Directory, "Failed", E::WalArchived, "Failed"),
+    edge(C::Directory, "Pending", E::BaseBackupStarted, "Pending"),
+    edge(C::Directory, "Pending", E::BaseBackupFinished, "Current"),
+    edge(C::Directory, "Current", E::BaseBackupFinished, "Sealed"),
+    edge(C::Directory, "Pending", E::BaseBackupFailed, "Failed"),
+    edge(C::Directory, "Pending", E::SyncAbandoned, "Failed"),
+    edge(C::Directory, "Failed", E::DirectoryRemoved, ABSENT),
+    edge(C::Directory, "Current", E::CurrentLinkSwitched, "Current"),
+    edge(C::Directory, "Current", E::ScriptStarted, "Current"),
+    edge(C::Directory, "Sealed", E::ScriptStarted, "Sealed"),
+    edge(C::Directory, "Current", E::ScriptSucceeded, "Current"),
+    edge(C::Directory, "Sealed", E::ScriptSucceeded, "Sealed"),
+    edge(C::Directory, "Current", E::ScriptFailed, "Current"),
+    edge(C::Directory, "Sealed", E::ScriptFailed, "Sealed"),
+    edge(C::BaseBackup, "Idle", E::BaseBackupStarted, "Running"),
+    edge(C::BaseBackup, "BackingOff", E::BaseBackupStarted, "Running"),
+    edge(C::BaseBackup, "Running", E::BaseBackupFinished, "Idle"),
+    edge(C::BaseBackup, "Running", E::BaseBackupFailed, "BackingOff"),
+    edge(C::BaseBackup, "Running", E::SyncAbandoned, "BackingOff"),
+    edge(C::Script, "Idle", E::ScriptStarted, "Running"),
+    edge(C::Script, "BackingOff", E::ScriptStarted, "Running"),
+    edge(C::Script, "Running", E::ScriptSucceeded, "Idle"),
+    edge(C::Script, "Running", E::ScriptFailed, "BackingOff"),
+    edge(C::Script, "Running", E::SyncAbandoned, "BackingOff"),
+    edge(C::Sync, "Stopped", E::SyncStarted, "Running"),
+    edge(C::Sync, "Running", E::SyncStopped, "Stopped"),
+    edge(C::Sync, "Running", E::SyncAbandoned, "Stopped"),
+    edge(C::Journal, "Intact", E::JournalTailCut, "TailCut"),
+    edge(C::Journal, "TailCut", E::JournalTailCut, "TailCut"),
+    edge(C::Journal, "Rebuilt", E::JournalTailCut, "TailCut"),
+    edge(C::Journal, "Intact", E::JournalRebuilt, "Rebuilt"),
+    edge(C::Journal, "TailCut", E::JournalRebuilt, "Rebuilt"),
+    edge(C::Journal, "Rebuilt", E::JournalRebuilt, "Rebuilt"),
+];
+
+/// The kind of every component: what the diagram's nodes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kinds {
+    pub directories: BTreeMap<DirectoryName, &'static str>,
+    pub base_backup: &'static str,
+    pub script: &'static str,
+    pub sync: &'static str,
+    pub journal: &'static str,
+}
+
+impl Kinds {
+    pub fn of(state: &State) -> Kinds {
+        let backoff_kind = |running: bool, failures: u32| match (running, failures) {
+            (true, _) => "Running",
+            (false, 0) => "Idle",
+            (false, _) => "BackingOff",
+        };
+        Kinds {
+            directories: state
+                .directories
+                .iter()
+                .map(|(name, d)| (*name, phase_name(d.phase)))
+                .collect(),
+            base_backup: backoff_kind(
+                state.base_backup.running.is_some(),
+                state.base_backup.consecutive_failures,
+            ),
+            script: backoff_kind(
+                state.script.running.is_some(),
+                state.script.consecutive_failures,
+            ),
+            sync: if state.sync.is_some() {
+                "Running"
+            } else {
+                "Stopped"
+            },
+            journal: match state.journal {
+                JournalHealth::Intact => "Intact",
+                JournalHealth::TailCut { .. } => "TailCut",
+                JournalHealth::Rebuilt { .. } => "Rebuilt",
+            },
+        }
+    }
+
+    fn directory(&self, name: &DirectoryName) -> &'static str {
+        self.directories.get(name).copied().unwrap_or(ABSENT)
+    }
+
+    fn singleton(&self, component: Component) -> &'static str {
+        match component {
+            Component::BaseBackup => self.base_backup,
+            Component::Script => self.script,
+            Component::Sync => self.sync,
+            Component::Journal => self.journal,
+            Component::Directory => ABSENT,
+        }
+    }
+}
+
+pub fn phase_name(phase: DirectoryPhase) -> &'static str {
+    match phase {
+        DirectoryPhase::Pending => "Pending",
+        DirectoryPhase::Current => "Current",
+        DirectoryPhase::Sealed => "Sealed",
+        DirectoryPhase::Failed => "Failed",
+    }
+}
+
+/// The edges an event took, from the kinds before and after it: every directory it names or
+/// whose phase changed, and every other component it concerns or changed.
+pub fn edges_taken(before: &Kinds, after: &Kinds, event: &Event) -> Vec<Edge> {
+    let kind = event.kind();
+    let mut names: Vec<DirectoryName> = named_directories(event)
+        .into_iter()
+        .filter(|name| {
+            // A WAL file linked into a directory removed meanwhile names nothing we track.
+            kind != EventKind::WalArchived || before.directories.contains_key(name)
+        })
+        .collect();
+    for name in before.directories.keys().chain(after.directories.keys()) {
+        if before.directory(name) != after.directory(name) {
+            names.push(*name);
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut edges: Vec<Edge> = names
+        .iter()
+        .map(|name| {
+            edge(
+                C::Directory,
+                before.directory(name),
+                kind,
+                after.directory(name),
+            )
+        })
+        .collect();
+    for component in [C::BaseBackup, C::Script, C::Sync, C::Journal] {
+        let (from, to) = (before.singleton(component), after.singleton(component));
+        if component.vocabulary(kind) || from != to {
+            edges.push(edge(component, from, kind, to));
+        }
+    }
+    edges
+}
+
+fn named_directories(event: &Event) -> Vec<DirectoryName> {
+    match event {
+        Event::WalArchived { directories, .. } => directories.clone(),
+        Event::DirectoryOpened { directory, .. }
+        | Event::BaseBackupStarted { directory, .. }
+        | Event::BaseBackupFinished { directory, .. }
+        | Event::BaseBackupFailed { directory, .. }
+        | Event::DirectoryRemoved { directory, .. }
+        | Event::CurrentLinkSwitched { directory, .. }
+        | Event::ScriptStarted { directory, .. }
+        | Event::ScriptSucceeded { directory, .. }
+        | Event::ScriptFailed { directory, .. } => vec![*directory],
+        Event::SyncStarted { .. }
+        | Event::SyncStopped { .. }
+        | Event::SyncAbandoned { .. }
+        | Event::JournalRebuilt { .. }
+        | Event::JournalTailCut { .. } => Vec::new(),
+    }
+}
+
+/// Folds `event` into `state`. On `Err`, `state` is unchanged.
+pub fn apply(state: &mut State, event: &Event) -> Result<(), TransitionError> {
+    let before = Kinds::of(state);
+    let mut next = state.clone();
+    apply_rules(&mut next, event)?;
+    let after = Kinds::of(&next);
+    for taken in edges_taken(&before, &after, event) {
+        if !EDGES.contains(&taken) {
+            return Err(reject(
+                event,
+                format!(
+                    "the {} would go from {} to {}, which is not a transition of the machine",
+                    taken.component.name(),
+                    taken.from,
+                    taken.to
+                ),
+            ));
+        }
+    }
+    *state = next;
+    Ok(())
+}
+
+fn reject(event: &Event, reason: impl Into<String>) -> TransitionError {
+    TransitionError {
+        event: event.kind().name(),
+        reason: reason.into(),
+    }
+}
+
+/// Keeps the last `FAILURE_OUTPUT_MAX_BYTES` of a failure's output, on a character boundary.
+fn last_bytes(output: &str) -> String {
+    if output.len() <= FAILURE_OUTPUT_MAX_BYTES {
+        return output.to_owned();
+    }
+    let mut start = output.len() - FAILURE_OUTPUT_MAX_BYTES;
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    output[start..].to_owned()
+}
+
+fn directory_mut<'a>(
+    state: &'a mut State,
+    event: &Event,
+    name: DirectoryName,
+) -> Result<&'a mut Directory, TransitionError> {
+    state
+        .directories
+        .get_mut(&name)
+        .ok_or_else(|| reject(event, format!("directory {name} is unknown")))
+}
+
+fn require_sync(state: &State, event: &Event) -> Result<(), TransitionError> {
+    if state.sync.is_none() {
+        return Err(reject(event, "no sync process is recorded as running"));
+    }
+    Ok(())
+}
+
+/// The rules themselves. They may leave `state` half-changed on `Err`; `apply` works on a copy.
+fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> {
+    match event {
+        Event::DirectoryOpened { directory, at } => {
+            if state.directories.contains_key(directory) {
+                return Err(reject(
+                    event,
+                    format!("directory {directory} exists already"),
+                ));
+            }
+            state.directories.insert(
+                *directory,
+                Directory {
+                    phase: DirectoryPhase::Pending,
+                    opened_at: *at,
+                    base: None,
+                    wal_files: 0,
+                    wal_bytes: 0,
+                    first_wal: None,
+                    last_wal: None,
+                    newest_file_at: *at,
+                    content_version: 0,
+                    shipped: None,
+                },
+            );
+        }
+        Event::WalArchived {
+            file,
+            compressed_bytes,
+            directories,
+            already_present,
+            at,
+        } => {
+            if directories.is_empty() {
+                return Err(reject(event, "the file was stored in no directory"));
+            }
+            for name in directories {
+                let Some(directory) = state.directories.get_mut(name) else {
+                    continue; // removed meanwhile (a failed directory): nothing to count
+                };
+                if directory.phase == DirectoryPhase::Failed {
+                    continue; // about to be removed; never shipped
+                }
+                // Every arrival changes what the script must ship, even a duplicate: after a
+                // crash between link and record, the journal may never have counted it.
+                directory.content_version += 1;
+                directory.newest_file_at = directory.newest_file_at.max(*at);
+                if !already_present {
+                    directory.wal_files += 1;
+                    directory.wal_bytes = directory.wal_bytes.saturating_add(*compressed_bytes);
+                }
+                if matches!(file.kind(), WalFileKind::Segment | WalFileKind::Partial) {
+                    if directory
+                        .first_wal
+                        .as_ref()
+                        .is_none_or(|first| file < first)
+                    {
+                        directory.first_wal = Some(file.clone());
+                    }
+                    if directory.last_wal.as_ref().is_none_or(|last| file > last) {
+                        directory.last_wal = Some(file.clone());
+                    }
+                }
+            }
+            state.wal.archived_count += 1;
+            state.wal.last_archived = Some(file.clone());
+            state.wal.last_archived_at = Some(*at);
+        }
+        Event::BaseBackupStarted { directory, at } => {
+            require_sync(state, event)?;
+            if let Some(running) = state.base_backup.running {
+                return Err(reject(
+                    event,
+                    format!("a base backup runs for {}", running.directory),
+                ));
+            }
+            let attempt = state.base_backup.consecutive_failures.saturating_add(1);
+            let target = directory_mut(state, event, *directory)?;
+            if target.phase != DirectoryPhase::Pending {
+                return Err(reject(
+                    event,
+                    format!("directory {directory} is not pending"),
+                ));
+            }
+            state.base_backup.running = Some(RunningBaseBackup {
+                directory: *directory,
+                started_at: *at,
+                attempt,
+            });
+        }
+        Event::BaseBackupFinished {
+            directory,
+            base_bytes,
+            at,
+        } => {
+            require_running_base_backup(state, event, *directory)?;
+            for other in state.directories.values_mut() {
+                if other.phase == DirectoryPhase::Current {
+                    other.phase = DirectoryPhase::Sealed;
+                }
+            }
+            let target = directory_mut(state, event, *directory)?;
+            target.phase = DirectoryPhase::Current;
+            target.base = Some(BaseInfo {
+                bytes: *base_bytes,
+                finished_at: *at,
+            });
+            target.content_version += 1;
+            target.newest_file_at = target.newest_file_at.max(*at);
+            let base = &mut state.base_backup;
+            base.running = None;
+            base.consecutive_failures = 0;
+            base.last_success_at = Some(*at);
+            base.requested = false;
+        }
+        Event::BaseBackupFailed {
+            directory,
+            output,
+            at,
+        } => {
+            require_running_base_backup(state, event, *directory)?;
+            fail_base_backup(
+                state,
+                *directory,
+                Failure {
+                    at: *at,
+                    message: last_bytes(output),
+                },
+            );
+        }
+        Event::DirectoryRemoved { directory, .. } => {
+            let target = directory_mut(state, event, *directory)?;
+            if target.phase != DirectoryPhase::Failed {
+                return Err(reject(
+                    event,
+                    format!("directory {directory} has not failed"),
+                ));
+            }
+            state.directories.remove(directory);
+            if state.current_link == Some(*directory) {
+                state.current_link = None;
+            }
+        }
+        Event::CurrentLinkSwitched { directory, .. } => {
+            let target = directory_mut(state, event, *directory)?;
+            if target.phase != DirectoryPhase::Current {
+                return Err(reject(
+                    event,
+                    format!("directory {directory} is not current"),
+                ));
+            }
+            state.current_link = Some(*directory);
+        }
+        Event::ScriptStarted {
+            directory,
+            current_timestamp,
+            through_version,
+            at,
+        } => {
+            require_sync(state, event)?;
+            if let Some(run) = state.script.running {
+                return Err(reject(
+                    event,
+                    format!("the script runs for {}", run.directory),
+                ));
+            }
+            let target = directory_mut(state, event, *directory)?;
+            if !target.phase.is_shippable() {
+                return Err(reject(
+                    event,
+                    format!("directory {directory} cannot be shipped yet"),
+                ));
+            }
+            if *through_version > target.content_version {
+                return Err(reject(
+                    event,
+                    "it claims content the directory does not have",
+                ));
+            }
+            state.script.running = Some(ScriptRun {
+                directory: *directory,
+                current_timestamp: *current_timestamp,
+                through_version: *through_version,
+                started_at: *at,
+            });
+        }
+        Event::ScriptSucceeded { directory, at } => {
+            let run = require_running_script(state, event, *directory)?;
+            let target = directory_mut(state, event, *directory)?;
+            let is_current = target.phase == DirectoryPhase::Current;
+            // A success never moves the shipped mark backwards (a forced run of old content).
+            if target
+                .shipped
+                .is_none_or(|s| s.version <= run.through_version)
+            {
+                target.shipped = Some(Shipped {
+                    version: run.through_version,
+                    current_timestamp: run.current_timestamp,
+                    at: *at,
+                });
+            }
+            if is_current && let Some(session) = state.sync.as_mut() {
+                session.force_script = false;
+            }
+            let script = &mut state.script;
+            script.running = None;
+            script.consecutive_failures = 0;
+            script.last_success_at = Some(*at);
+        }
+        Event::ScriptFailed {
+            directory,
+            output,
+            at,
+        } => {
+            require_running_script(state, event, *directory)?;
+            fail_script(
+                state,
+                Failure {
+                    at: *at,
+                    message: last_bytes(output),
+                },
+            );
+        }
+        Event::SyncStarted {
+            pid,
+            force_script,
+            force_base,
+            at,
+        } => {
+            if let Some(session) = state.sync {
+                return Err(reject(
+                    event,
+                    format!(
+                        "sync {} never stopped: record SyncAbandoned first",
+                        session.pid
+                    ),
+                ));
+            }
+            state.sync = Some(SyncSession {
+                pid: *pid,
+                started_at: *at,
+                force_script: *force_script,
+            });
+            if *force_base {
+                state.base_backup.requested = true;
+            }
+        }
+        Event::SyncStopped { pid, reason, at } => {
+            require_session(state, event, *pid)?;
+            if state.base_backup.running.is_some() || state.script.running.is_some() {
+                return Err(reject(
+                    event,
+                    "work is still running: record its outcome first",
+                ));
+            }
+            state.sync = None;
+            // A `sync --base` that was interrupted no longer asks for a base backup.
+            if *reason != SyncStopReason::Finished {
+                state.base_backup.requested = false;
+            }
+            state.last_sync_end = Some(SyncEnd {
+                pid: *pid,
+                at: *at,
+                reason: Some(reason.clone()),
+            });
+        }
+        Event::SyncAbandoned { pid, at } => {
+            require_session(state, event, *pid)?;
+            if let Some(running) = state.base_backup.running {
+                let message = format!("sync process {pid} died while the base backup ran");
+                fail_base_backup(state, running.directory, Failure { at: *at, message });
+            }
+            if state.script.running.is_some() {
+                let message = format!("sync process {pid} died while the script ran");
+                fail_script(state, Failure { at: *at, message });
+            }
+            state.sync = None;
+            state.base_backup.requested = false;
+            state.last_sync_end = Some(SyncEnd {
+                pid: *pid,
+                at: *at,
+                reason: None,
+            });
+        }
+        Event::JournalRebuilt { reason, damage, at } => {
+            state.journal = JournalHealth::Rebuilt {
+                at: *at,
+                reason: reason.clone(),
+                damage: *damage,
+                directories_found: state.directories.len() as u64,
+            };
+        }
+        Event::JournalTailCut {
+            offset,
+            discarded_bytes,
+            at,
+        } => {
+            state.journal = JournalHealth::TailCut {
+                at: *at,
+                offset: *offset,
+                discarded_bytes: *discarded_bytes,
+            };
+        }
+    }
+    Ok(())
+}
+
+fn require_running_base_backup(
+    state: &State,
+    event: &Event,
+    directory: DirectoryName,
+) -> Result<(), TransitionError> {
+    match state.base_backup.running {
+        Some(running) if running.directory == directory => Ok(()),
+        Some(running) => Err(reject(
+            event,
+            format!("the base backup runs for {}", running.directory),
+        )),
+        None => Err(reject(event, "no base backup is running")),
+    }
+}
+
+fn require_running_script(
+    state: &State,
+    event: &Event,
+    directory: DirectoryName,
+) -> Result<ScriptRun, TransitionError> {
+    match state.script.running {
+        Some(run) if run.directory == directory => Ok(run),
+        Some(run) => Err(reject(
+            event,
+            format!("the script runs for {}", run.directory),
+        )),
+        None => Err(reject(event, "the script is not running")),
+    }
+}
+
+fn require_session(state: &State, event: &Event, pid: u32) -> Result<(), TransitionError> {
+    match state.sync {
+        Some(session) if session.pid == pid => Ok(()),
+        Some(session) => Err(reject(
+            event,
+            format!("the recorded sync is process {}", session.pid),
+        )),
+        None => Err(reject(event, "no sync process is recorded as running")),
+    }
+}
+
+fn fail_base_backup(state: &mut State, directory: DirectoryName, failure: Failure) {
+    if let Some(target) = state.directories.get_mut(&directory) {
+        target.phase = DirectoryPhase::Failed;
+    }
+    let base = &mut state.base_backup;
+    base.running = None;
+    base.consecutive_failures = base.consecutive_failures.saturating_add(1);
+    base.last_failure = Some(failure);
+}
+
+fn fail_script(state: &mut State, failure: Failure) {
+    let script = &mut state.script;
+    script.running = None;
+    script.consecutive_failures = script.consecutive_failures.saturating_add(1);
+    script.last_failure = Some(failure);
+}
+
+impl fmt::Display for Edge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} --> {} : {}",
+            self.component.name(),
+            self.from,
+            self.to,
+            self.event.name()
+        )
+    }
+}
