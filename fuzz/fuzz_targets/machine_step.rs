@@ -14,6 +14,9 @@ use pgbak::machine::simulation::{Step, World, simulation_policy};
 use pgbak::machine::{Event, apply, next_actions};
 use pgbak::timestamp::UnixMillis;
 
+/// Raw events thrown at the machine per input.
+const MAX_RAW_EVENTS: usize = 1_000;
+
 fuzz_target!(|data: &[u8]| {
     let split = data.len() / 2;
     let (walk, raw) = data.split_at(split);
@@ -37,7 +40,12 @@ fuzz_target!(|data: &[u8]| {
 
     let mut state = world.state.clone();
     let mut input = Unstructured::new(raw);
-    while let Ok(event) = input.arbitrary::<Event>() {
+    // `arbitrary` keeps producing default values from exhausted input: stop when it is used up.
+    for _ in 0..MAX_RAW_EVENTS {
+        if input.is_empty() {
+            break;
+        }
+        let Ok(event) = input.arbitrary::<Event>() else { break };
         let before = state.clone();
         match apply(&mut state, &event) {
             Err(_) => assert_eq!(state, before, "a rejected event changed the state"),

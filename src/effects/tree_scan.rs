@@ -119,7 +119,7 @@ pub fn scan(pgbak: &Path) -> Result<TreeScan, ScanError> {
             wal_files: files.len() as u64,
             wal_bytes: files.iter().map(|(_, bytes, _)| bytes).sum(),
             first_wal: segments().next().map(|(n, _, _)| n.clone()),
-            last_wal: segments().last().map(|(n, _, _)| n.clone()),
+            last_wal: segments().next_back().map(|(n, _, _)| n.clone()),
             newest_file_at,
         });
     }

@@ -39,6 +39,8 @@ enum ToyEvent {
         key: u32,
         bytes: u16,
     },
+    /// A long event that changes only the counter: long frames, small state.
+    Noted(Vec<u8>),
     Repaired {
         repair: Repair,
         at: UnixMillis,
@@ -72,6 +74,7 @@ impl Replay for Toy {
             ToyEvent::Padded { key, bytes } => {
                 self.padding.insert(*key, vec![0xAB; usize::from(*bytes)]);
             }
+            ToyEvent::Noted(_) => self.counter = self.counter.wrapping_add(1),
             ToyEvent::Repaired { repair, .. } => self.repairs.push(repair.clone()),
         }
         Ok(())
@@ -186,6 +189,8 @@ fn sample_events() -> Vec<ToyEvent> {
         },
         ToyEvent::Added(1 << 40),
         ToyEvent::Removed { key: 1 },
+        // A frame longer than a 512-byte sector, so tears land inside and across sectors.
+        ToyEvent::Noted(vec![0x5A; 700]),
         ToyEvent::Put { key: 3, value: 33 },
         ToyEvent::Added(7),
     ]
@@ -197,6 +202,7 @@ fn any_event() -> impl Strategy<Value = ToyEvent> {
         4 => (0..16u32, any::<u64>()).prop_map(|(key, value)| ToyEvent::Put { key, value }),
         2 => (0..16u32).prop_map(|key| ToyEvent::Removed { key }),
         1 => (0..8u32, 0..300u16).prop_map(|(key, bytes)| ToyEvent::Padded { key, bytes }),
+        1 => proptest::collection::vec(any::<u8>(), 0..600).prop_map(ToyEvent::Noted),
     ]
 }
 
@@ -1621,8 +1627,21 @@ fn refresh_follows_appends_compactions_torn_tails_and_rebuilds_by_another_writer
     let unchanged = a.refresh(NOW).unwrap();
     assert_eq!((unchanged.records_replayed, unchanged.reloaded), (0, false));
 
-    // B compacts; A reloads.
-    b.compact_now().unwrap();
+    // B compacts (once the log is longer than the checkpoint); A reloads.
+    for amount in 0..20 {
+        b.append(&[ToyEvent::Added(amount)], NOW).unwrap();
+    }
+    eprintln!(
+        "DEBUG b file {} log_start {} gen {}",
+        b.file_bytes(),
+        b.log_start(),
+        b.generation()
+    );
+    let compaction = b.compact_now().unwrap();
+    assert!(
+        matches!(compaction, CompactionOutcome::Done { .. }),
+        "{compaction:?}"
+    );
     let report = a.refresh(NOW).unwrap();
     assert!(report.reloaded && !report.journal_replaced);
     assert_eq!(a.state(), b.state());

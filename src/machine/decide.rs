@@ -8,7 +8,8 @@
 //!
 //! Invariants: a pure function of its arguments; it never emits an action whose intent is
 //! already recorded (a running base backup or script is never started twice); every wait is
-//! returned as `wake_at`, never slept here (S-6.5).
+//! returned as `wake_at`, never slept here (S-6.5), and `wake_at` is always in the future, so a
+//! sync that has nothing to start never spins.
 
 use super::action::{Action, Plan, StopScriptReason};
 use super::policy::Policy;
@@ -153,7 +154,9 @@ pub fn next_actions(state: &State, now: UnixMillis, policy: &Policy) -> Plan {
         &mut outstanding,
     );
 
-    if let Some(ages_out) = base_backup_ages_out_at(state, policy) {
+    // Only a future deadline is a reason to wake: one already passed made the base backup due
+    // above (or is waiting for its retry, whose own time is already in `wake`).
+    if let Some(ages_out) = base_backup_ages_out_at(state, policy).filter(|at| *at > now) {
         wake.at(ages_out);
     }
     Plan {

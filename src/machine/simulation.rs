@@ -8,7 +8,9 @@
 //! correct effects layer could record. So a rejection from `apply` here is a machine bug.
 //!
 //! Invariants checked after every step by [`World::check`]: the state's own invariants
-//! (`State::check_invariants`) and that every archived file went to every open directory.
+//! (`State::check_invariants`), that every archived file went to every open directory, and
+//! that the sync never busy-waits (its plan starts something, waits for running work, names a
+//! future wake time, or is finished).
 
 use super::action::Action;
 use super::decide::{archive_targets, next_actions};
@@ -321,6 +323,22 @@ impl World {
     /// The invariants of the module header. `previous` is the state before the step.
     pub fn check(&self, previous: &State, recorded: usize) -> Result<(), String> {
         self.state.check_invariants()?;
+        // No busy waiting (S-6.5): a plan with nothing to start either is finished, or waits
+        // for running work, or names a wake time in the future.
+        let plan = next_actions(&self.state, self.now, &self.policy);
+        let running =
+            self.state.base_backup.running.is_some() || self.state.script.running.is_some();
+        if let Some(wake_at) = plan.wake_at
+            && wake_at <= self.now
+        {
+            return Err(format!(
+                "the plan wakes at {wake_at:?}, not after now {:?}",
+                self.now
+            ));
+        }
+        if plan.actions.is_empty() && !plan.finished && !running && plan.wake_at.is_none() {
+            return Err("the plan has nothing to do, no wake time, and is not finished".into());
+        }
         let start = self.history.len() - recorded;
         for event in &self.history[start..] {
             if let Event::WalArchived { directories, .. } = event {
