@@ -19,3 +19,6 @@ pub mod journal;
 pub mod machine;
 pub mod timestamp;
 pub mod wal_name;
+
+#[cfg(test)]
+mod test_support;

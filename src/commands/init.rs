@@ -342,29 +342,8 @@ mod tests {
     use crate::effects::environment::locate_for_init;
     use std::fs;
     use std::os::unix::fs::MetadataExt;
-    use std::path::PathBuf;
 
-    /// A fresh directory under /tmp, removed when dropped.
-    struct ScratchDirectory(PathBuf);
-
-    impl ScratchDirectory {
-        fn new(label: &str) -> ScratchDirectory {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let path = std::env::temp_dir()
-                .join(format!("pgbak-init-{label}-{}-{nanos}", std::process::id()));
-            fs::create_dir(&path).unwrap();
-            ScratchDirectory(path)
-        }
-    }
-
-    impl Drop for ScratchDirectory {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::ScratchDirectory;
 
     const PROGRAM: &str = "/usr/local/bin/pgbak";
 

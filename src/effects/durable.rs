@@ -369,42 +369,7 @@ mod tests {
     use std::io::{Read, Seek};
     use std::os::unix::fs::MetadataExt;
 
-    /// A fresh directory under `base`, removed when dropped.
-    struct ScratchDirectory(PathBuf);
-
-    impl ScratchDirectory {
-        fn under(base: &Path, label: &str) -> ScratchDirectory {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let path = base.join(format!(
-                "pgbak-durable-{label}-{}-{nanos}",
-                std::process::id()
-            ));
-            fs::create_dir(&path).unwrap();
-            ScratchDirectory(path)
-        }
-
-        fn new(label: &str) -> ScratchDirectory {
-            ScratchDirectory::under(&std::env::temp_dir(), label)
-        }
-
-        fn entries(&self) -> Vec<String> {
-            let mut names: Vec<String> = fs::read_dir(&self.0)
-                .unwrap()
-                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            names
-        }
-    }
-
-    impl Drop for ScratchDirectory {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::ScratchDirectory;
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777

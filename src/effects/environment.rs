@@ -341,29 +341,7 @@ mod tests {
     use super::*;
     use std::fs;
 
-    /// A fresh directory under /tmp, removed when dropped.
-    struct ScratchDirectory(PathBuf);
-
-    impl ScratchDirectory {
-        fn new(label: &str) -> ScratchDirectory {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let path = std::env::temp_dir().join(format!(
-                "pgbak-environment-{label}-{}-{nanos}",
-                std::process::id()
-            ));
-            fs::create_dir(&path).unwrap();
-            ScratchDirectory(path)
-        }
-    }
-
-    impl Drop for ScratchDirectory {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::ScratchDirectory;
 
     fn my_uid() -> u32 {
         nix::unistd::geteuid().as_raw()

@@ -12,8 +12,8 @@
 //! sync that has nothing to start never spins.
 
 use super::action::{Action, Plan, StopScriptReason};
-use super::policy::Policy;
-use super::state::{DirectoryPhase, State};
+use super::policy::{Backoff, Policy};
+use super::state::{DirectoryPhase, Failure, State};
 use crate::timestamp::{DirectoryName, UnixMillis};
 
 /// Where `pgbak wal` stores a file (S-2.7).
@@ -96,14 +96,24 @@ fn base_backup_ages_out_at(state: &State, policy: &Policy) -> Option<UnixMillis>
     )
 }
 
-/// The next time a retry is allowed after `failures` consecutive failures, the last at `at`.
-fn retry_allowed_at(
+/// Whether a retry must still wait for its backoff after `failures` consecutive failures (the
+/// last one `last_failure`); if so, the retry time is noted in `wake`.
+fn backing_off(
     failures: u32,
-    last_failure_at: Option<UnixMillis>,
-    backoff: super::policy::Backoff,
-) -> Option<UnixMillis> {
-    let at = last_failure_at?;
-    (failures > 0).then(|| at.plus_millis(backoff.delay_ms(failures)))
+    last_failure: Option<&Failure>,
+    backoff: Backoff,
+    now: UnixMillis,
+    wake: &mut Wake,
+) -> bool {
+    let Some(failure) = last_failure.filter(|_| failures > 0) else {
+        return false;
+    };
+    let retry_at = failure.at.plus_millis(backoff.delay_ms(failures));
+    if now < retry_at {
+        wake.at(retry_at);
+        return true;
+    }
+    false
 }
 
 #[derive(Default)]
@@ -183,13 +193,14 @@ fn decide_base_backup(
         return;
     }
     *outstanding = true;
-    if let Some(retry_at) = retry_allowed_at(
+    let failure = base.last_failure.as_ref();
+    if backing_off(
         base.consecutive_failures,
-        base.last_failure.as_ref().map(|f| f.at),
+        failure,
         policy.base_retry,
-    ) && now < retry_at
-    {
-        wake.at(retry_at);
+        now,
+        wake,
+    ) {
         return;
     }
     // Reuse a pending directory nobody is backing up (the one `wal` opened on first run);
@@ -251,13 +262,14 @@ fn decide_script(
         return;
     };
     *outstanding = true;
-    if let Some(retry_at) = retry_allowed_at(
+    let failure = script.last_failure.as_ref();
+    if backing_off(
         script.consecutive_failures,
-        script.last_failure.as_ref().map(|f| f.at),
+        failure,
         policy.script_retry,
-    ) && now < retry_at
-    {
-        wake.at(retry_at);
+        now,
+        wake,
+    ) {
         return;
     }
     let directory = &state.directories[&name];

@@ -1,0 +1,54 @@
+//! The README stays true (DEVELOPERS.md, "Keep the README true"): every config key with its
+//! default, every subcommand, and every `status` problem code the code can emit appear in it.
+
+use pgbak::effects::config::documented_keys;
+
+const README: &str = include_str!("../README.md");
+
+#[test]
+fn readme_documents_every_config_key_with_its_default() {
+    for (key, default, _) in documented_keys() {
+        let row = format!("| `{key}` | `{default}` |");
+        assert!(README.contains(&row), "README lacks the row starting {row}");
+    }
+    let rows = README
+        .lines()
+        .filter(|l| l.starts_with("| `") && l.contains('.'))
+        .count();
+    assert!(rows >= documented_keys().len());
+}
+
+#[test]
+fn readme_documents_every_command_and_problem_code() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_pgbak"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(!commands.is_empty(), "{help}");
+    for command in commands {
+        assert!(
+            README.contains(&format!("### `pgbak {command}")),
+            "README lacks a section for {command}"
+        );
+    }
+    let source = include_str!("../src/commands/status.rs");
+    for code in source
+        .split("code: \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+    {
+        assert!(
+            README.contains(&format!("`{code}`")),
+            "README lacks problem code {code}"
+        );
+    }
+}
