@@ -942,7 +942,11 @@ pub fn run(home: &PgbakHome, format: Format, out: &mut dyn Write) -> anyhow::Res
     let config = config::load(&home.config_path())?;
     let policy = config.machine_policy();
     let now = journal_file::now();
-    if format != Format::Journal && journal_file::is_unused(home)? {
+    if journal_file::is_unused(home)? {
+        if format == Format::Journal {
+            writeln!(out, "# no journal: {} is unused (nothing archived yet)", home.path.display())?;
+            return Ok(());
+        }
         let report = build_report(home, None, &policy, now)?;
         return print(&report, format, out);
     }
