@@ -944,7 +944,11 @@ pub fn run(home: &PgbakHome, format: Format, out: &mut dyn Write) -> anyhow::Res
     let now = journal_file::now();
     if journal_file::is_unused(home)? {
         if format == Format::Journal {
-            writeln!(out, "# no journal: {} is unused (nothing archived yet)", home.path.display())?;
+            writeln!(
+                out,
+                "# no journal: {} is unused (nothing archived yet)",
+                home.path.display()
+            )?;
             return Ok(());
         }
         let report = build_report(home, None, &policy, now)?;
