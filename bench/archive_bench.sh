@@ -65,7 +65,7 @@ log "building pgbak (release)"
 install -m 755 "$top/target/release/pgbak" "$work/pgbak"
 
 log "making WAL with a throwaway cluster and pgbench"
-mkdir -p "$socket" "$walcopy" "$samples"; chown postgres: "$socket" "$walcopy" "$samples"
+mkdir -p "$socket" "$walcopy" "$samples" "$data"; chown postgres: "$socket" "$walcopy" "$samples" "$data"; chmod 700 "$data"
 as_pg "$bin/initdb" -D "$data" -U postgres -E UTF8 --locale=C.UTF-8 --no-instructions > "$work/initdb.log"
 cat >> "$data/postgresql.conf" <<EOF
 port = $port
@@ -77,6 +77,7 @@ archive_command = 'cp %p $walcopy/%f'
 shared_buffers = 256MB
 max_wal_size = 4GB
 EOF
+touch "$work/server.log"; chown postgres: "$work/server.log"
 as_pg "$bin/pg_ctl" -D "$data" -l "$work/server.log" -w start > /dev/null
 sql() { as_pg "$bin/psql" -h "$socket" -p "$port" -U postgres -X -Atq -d "${db:-postgres}" -c "$1"; }
 pgbench() { as_pg "$bin/pgbench" -h "$socket" -p "$port" -U postgres "$@" bench >> "$work/pgbench.log" 2>&1; }

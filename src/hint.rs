@@ -26,6 +26,15 @@ pub fn hint_for(error: &anyhow::Error) -> Option<String> {
         if let Some(e) = cause.downcast_ref::<crate::journal::JournalError>() {
             return e.hint();
         }
+        if let Some(e) = cause.downcast_ref::<crate::effects::base_backup::BaseBackupError>() {
+            return e.hint();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::effects::wal_archive::ArchiveError>() {
+            return e.hint();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::commands::sync::SyncError>() {
+            return e.hint();
+        }
         None
     })
 }

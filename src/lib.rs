@@ -14,6 +14,7 @@
 
 pub mod commands;
 pub mod effects;
+pub mod failpoint;
 pub mod hint;
 pub mod journal;
 pub mod machine;

@@ -20,7 +20,8 @@ use std::process::ExitCode;
     long_about = "PostgreSQL backups by WAL archiving.\n\n\
         Data is kept in the directory named by the PGBAK environment variable (an absolute \
         path, owned by the user pgbak runs as). See `pgbak init` to create one.",
-    after_help = "Exit status: 0 on success, 1 on any error (a message names the problem)."
+    after_help = "Exit status: 0 on success, 1 on any error (a message names the problem); \
+        `pgbak wait` also exits 2 on timeout and 3 when the sync finished with failures."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,6 +30,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Archive one WAL file (the archive_command: `pgbak wal %p`), then start a background sync
+    /// if none runs.
+    ///
+    /// Exits 0 only once the compressed file and its journal record are durable; 1 on any error
+    /// (PostgreSQL keeps the WAL file and retries).
+    Wal {
+        /// The WAL file PostgreSQL asks to archive (%p).
+        path: std::path::PathBuf,
+    },
+    /// Run the sync in the foreground if anything is pending or due, until all of it succeeded.
+    ///
+    /// Waits for a running sync first. Ctrl-C or SIGTERM stops it cleanly; the next sync resumes.
+    Sync {
+        /// Take a base backup now (S-4.2), even if none is due.
+        #[arg(long)]
+        base: bool,
+        /// Started by `pgbak wal`: exit quietly if another sync runs.
+        #[arg(long, hide = true)]
+        background: bool,
+    },
+    /// Like `sync`, and the backup script is invoked for the current directory even if nothing
+    /// is new.
+    ForceSync,
+    /// Wait for a running sync to finish, at most TIMEOUT seconds (default: forever).
+    ///
+    /// Exit status: 0 when no sync runs and everything archived has been shipped; 2 on timeout;
+    /// 3 when the sync finished with failures; 1 on an error.
+    Wait {
+        /// Seconds to wait at most.
+        timeout: Option<u64>,
+    },
     /// Show the backup directories, the sync, the base backup, the script and any problems.
     ///
     /// Reading the journal may repair it: a torn last record (a crash mid-append) is cut off,
@@ -46,8 +78,43 @@ enum Command {
     Init,
 }
 
-fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<()> {
+fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Wal { path } => {
+            let home = PgbakHome::from_process_environment()?;
+            commands::wal::run(&home, &path)?;
+        }
+        Command::Sync { base, background } => {
+            let home = PgbakHome::from_process_environment()?;
+            let request = commands::sync::SyncRequest {
+                force_script: false,
+                force_base: base,
+                background,
+            };
+            commands::sync::run(&home, request)?;
+        }
+        Command::ForceSync => {
+            let home = PgbakHome::from_process_environment()?;
+            let request = commands::sync::SyncRequest {
+                force_script: true,
+                force_base: false,
+                background: false,
+            };
+            commands::sync::run(&home, request)?;
+        }
+        Command::Wait { timeout } => {
+            let home = PgbakHome::from_process_environment()?;
+            let timeout = timeout.map(std::time::Duration::from_secs);
+            return Ok(match commands::wait::run(&home, timeout)? {
+                commands::wait::WaitOutcome::Done => ExitCode::SUCCESS,
+                commands::wait::WaitOutcome::TimedOut => {
+                    ExitCode::from(commands::wait::EXIT_TIMED_OUT)
+                }
+                commands::wait::WaitOutcome::FinishedWithFailures => {
+                    ExitCode::from(commands::wait::EXIT_FINISHED_WITH_FAILURES)
+                }
+            });
+        }
         Command::Status { json, journal } => {
             let home = PgbakHome::from_process_environment()?;
             let format = if json {
@@ -57,10 +124,11 @@ fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<()> {
             } else {
                 commands::status::Format::Human
             };
-            commands::status::run(&home, format, out)
+            commands::status::run(&home, format, out)?;
         }
-        Command::Init => commands::init::run_from_environment(out),
+        Command::Init => commands::init::run_from_environment(out)?,
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report(error: &anyhow::Error) {
@@ -108,10 +176,10 @@ fn main() -> ExitCode {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let result = run(cli.command, &mut out);
-        result.and_then(|()| out.flush().map_err(anyhow::Error::from))
+        result.and_then(|code| out.flush().map(|()| code).map_err(anyhow::Error::from))
     }));
     match outcome {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(code)) => code,
         Ok(Err(error)) => {
             report(&error);
             ExitCode::FAILURE

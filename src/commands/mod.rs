@@ -3,3 +3,6 @@
 
 pub mod init;
 pub mod status;
+pub mod sync;
+pub mod wait;
+pub mod wal;

@@ -4,9 +4,14 @@
 //! durable file writes (S-2.3), and the directory-tree scan used to rebuild a lost journal
 //! (S-3.3). Nothing here decides *what* to do; the pure machine does.
 
+pub mod base_backup;
 pub mod config;
+pub mod driver;
 pub mod durable;
 pub mod environment;
 pub mod journal_file;
 pub mod lock;
+pub mod script;
+pub mod sync_process;
 pub mod tree_scan;
+pub mod wal_archive;

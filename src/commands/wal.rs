@@ -1,0 +1,104 @@
+//! `pgbak wal PATH`, PostgreSQL's `archive_command` (S-2): archive one file, then make sure a
+//! sync runs (S-2.8).
+//!
+//! Owns: [`run`] and [`start_background_sync`].
+//!
+//! Invariants kept:
+//! - `run` returns `Ok` only after the ack point of S-2.3 (file, directory entry and journal
+//!   record durable); every failure is an `Err`, which `main.rs` turns into exit status 1
+//!   (S-2.5).
+//! - Nothing after the ack can fail the call: a sync that cannot be started is reported on
+//!   stderr and left to the next `wal` (S-2.6: the local copy is the first line of defence).
+//! - `wal` never waits for the sync (S-2.6, S-2.8): the child is started in its own session,
+//!   with `/dev/null` as stdin, stdout and stderr and every other inherited descriptor closed
+//!   at exec, and is not waited for. PostgreSQL's archiver gets its exit status at once and no
+//!   pipe of its stays open in the child; when `wal` exits, init adopts and reaps the child.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::effects::config;
+use crate::effects::environment::{PGBAK_VARIABLE, PgbakHome};
+use crate::effects::journal_file;
+use crate::effects::lock::{LockFile, LockRange};
+use crate::effects::wal_archive;
+
+/// The arguments of the background sync `wal` starts (S-2.8). `sync --background` takes the
+/// sync lock with a try-lock and exits 0 quietly if another sync holds it, so two `wal` calls
+/// racing here start at most one running sync.
+pub const BACKGROUND_SYNC_ARGUMENTS: [&str; 2] = ["sync", "--background"];
+
+/// Archives `source` (S-2.1 – S-2.7), then starts a background sync if `sync.autostart` is on
+/// and none runs (S-2.8).
+pub fn run(home: &PgbakHome, source: &Path) -> anyhow::Result<()> {
+    let config = config::load(&home.config_path())?;
+    let outcome = wal_archive::archive_wal(home, &config, source, journal_file::now())?;
+    if config.sync.autostart {
+        if let Err(error) = start_sync_unless_running(home) {
+            // After the ack: say so in PostgreSQL's log, but succeed (S-2.6).
+            eprintln!(
+                "pgbak: wal {}: archived, but no background sync could be started: {error}",
+                outcome.file
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Starts a background sync unless the sync lock is held (a sync runs).
+fn start_sync_unless_running(home: &PgbakHome) -> anyhow::Result<()> {
+    let lock_file = LockFile::open(&home.lock_file_path())?;
+    if lock_file.is_locked_by_other(LockRange::Sync)? {
+        return Ok(());
+    }
+    start_background_sync(home)?;
+    Ok(())
+}
+
+/// Starts `pgbak sync --background` (this same executable) fully detached, and does not wait
+/// for it: own session (`setsid`, so no controlling terminal and no signals sent to the
+/// caller's process group), stdio on `/dev/null`, every descriptor above 2 closed at exec,
+/// `PGBAK` set to `home`.
+///
+/// The child is not reaped here. `pgbak wal` exits right away, so init adopts and reaps it; a
+/// long-lived caller would keep a zombie until it exits, and should wait for it itself.
+pub fn start_background_sync(home: &PgbakHome) -> io::Result<()> {
+    let executable = std::env::current_exe()?;
+    let mut command = Command::new(executable);
+    command
+        .args(BACKGROUND_SYNC_ARGUMENTS)
+        .env(PGBAK_VARIABLE, &home.path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed. It makes two system calls, setsid(2) and close_range(2), and
+    // allocates nothing.
+    unsafe {
+        command.pre_exec(detach_in_child);
+    }
+    // Dropping the `Child` neither waits for nor kills it.
+    command.spawn().map(drop)
+}
+
+/// In the forked child: a new session, and every inherited descriptor above stderr marked
+/// close-on-exec. PostgreSQL's archiver may pass descriptors it did not mark `O_CLOEXEC`
+/// (pipes among them); a sync holding one would keep the other end from seeing EOF.
+/// Marking instead of closing keeps std's own exec-error pipe working.
+fn detach_in_child() -> io::Result<()> {
+    nix::unistd::setsid().map_err(io::Error::from)?;
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
+    // touches no memory. Kernels before 5.11 reject it (ENOSYS or EINVAL): then the
+    // descriptors stay as the caller left them, which is what every older tool does.
+    let _ = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3 as nix::libc::c_uint,
+            nix::libc::c_uint::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Ok(())
+}

@@ -1,0 +1,667 @@
+//! The sync loop: carries out the pure machine's actions on the world (S-3.2, S-5, S-6.1,
+//! S-6.2, S-6.5).
+//!
+//! Owns: [`run_sync`] (what `pgbak sync`, `force-sync` and the background sync run),
+//! [`SyncOptions`] and [`SyncEnded`]. It follows `machine::simulation::World::drive_sync`, the
+//! reference for a correct driver, with real processes and a real clock:
+//!
+//! 1. Take the sync lock (S-3.5) through its own open file description. If another sync holds
+//!    it, a background sync exits quietly (S-2.8: one sync at a time) and a foreground one waits
+//!    for it first (S-6.1).
+//! 2. Open the journal. A session left open by a sync that died (we hold the lock, so it is
+//!    dead) is closed with `SyncAbandoned`, which records its running work as failed (S-4.5);
+//!    then `SyncStarted`.
+//! 3. Loop: catch up with the journal (new WAL from `pgbak wal`), record the outcome of every
+//!    child that ended, ask `next_actions(state, now, policy)`, and carry out its actions,
+//!    each with its intent recorded before the effect and its outcome after (S-3.2):
+//!    `RemoveFailedDirectory` → remove, `DirectoryRemoved`; `PointCurrentLinkAt` → switch,
+//!    `CurrentLinkSwitched`; `StartBaseBackup` → `DirectoryOpened` (if asked), create the
+//!    directory, `BaseBackupStarted`, start `pg_basebackup`; `RunScript` → `ScriptStarted`,
+//!    start the script; `StopScript` → kill it, `ScriptFailed`. The base backup and the script
+//!    run at the same time (S-5.5). With nothing to start, sleep until the plan's `wake_at`,
+//!    but at most [`POLL_INTERVAL`]: that is how soon a finished child, a stop signal or new
+//!    WAL is noticed. There is no other sleep: every wait (backoffs, the script timeout, the
+//!    next base backup) is the machine's decision (S-6.5).
+//! 4. When the plan is finished (nothing pending, due, running or being retried, S-6.2), record
+//!    `SyncStopped{Finished}`, release the lock, and look at the journal once more: a `pgbak
+//!    wal` that recorded a file just before the release saw the lock held and started no sync,
+//!    so if there is work now, take the lock again and go on (if another sync took it
+//!    meanwhile, that one does the work).
+//!
+//! Stop signals (SIGTERM, SIGINT, SIGHUP, S-6.1): running children's process groups get SIGTERM,
+//! then SIGKILL after a grace period; their failure is recorded ("interrupted by SIGTERM" after
+//! their last output lines), then `SyncStopped{Interrupted}`. The next sync resumes: the machine
+//! decides again from the recorded state (a failed base backup's directory is removed, the
+//! script runs again).
+//!
+//! Errors (the journal cannot be written): children are stopped, their failure and
+//! `SyncStopped{Error}` are recorded if the journal still takes them, and the error is
+//! returned. Another process rebuilding the journal (S-3.3, `journal_replaced`) is not an
+//! error: the children are stopped without recording anything about them (the rebuilt state
+//! knows nothing of them) and the loop starts over from the rebuilt state with a new
+//! `SyncStarted`.
+//!
+//! The sync log `$PGBAK/sync.log` gets a line per recorded fact and per output line of the
+//! children; its format is documented in [`crate::effects::sync_process`].
+//!
+//! Invariants: `SyncStarted` is recorded only while this process holds the sync lock, and
+//! `SyncStopped` before it lets go, so "the journal shows a session and nobody holds the lock"
+//! always means "that process died". A child runs only after its intent is durable, and its
+//! handle here exists exactly while the state shows it running. An effect that fails without a
+//! fact to record it (removing a directory, switching the link) is tried again after
+//! [`UNRECORDED_RETRY`] instead of at once, so a persistent file-system problem never becomes a
+//! busy loop, and the rest of the work (shipping WAL) goes on meanwhile.
+
+use crate::effects::base_backup::{self, BaseBackupRun};
+use crate::effects::config::Config;
+use crate::effects::durable;
+use crate::effects::environment::PgbakHome;
+use crate::effects::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal, now};
+use crate::effects::lock::{LockKind, LockRange, Wait};
+use crate::effects::script::{ScriptOutcome, ScriptProcess, failure_output};
+use crate::effects::sync_process::{self, StopSignals, SyncLog};
+use crate::effects::tree_scan::WAL_DIRECTORY_NAME;
+use crate::journal::JournalError;
+use crate::machine::{
+    Action, Event, Policy, State, StopScriptReason, SyncStopReason, next_actions,
+};
+use crate::timestamp::{DirectoryName, UnixMillis};
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest the loop sleeps: how soon it notices a child that finished, a stop signal, or a
+/// file `pgbak wal` archived ("notices new WAL within a second"). Each look is a `waitid` per
+/// child and, for the journal, an `fstat` and a 4 KiB header read under the journal lock.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The shortest sleep, so a wake time that rounds to "now" never makes the loop spin.
+const MINIMUM_SLEEP: Duration = Duration::from_millis(5);
+
+/// An effect with no failure fact (removing a failed directory, switching `current`) that failed
+/// is tried again this much later; the error is in the sync log each time.
+pub const UNRECORDED_RETRY: Duration = Duration::from_secs(60);
+
+/// What the sync was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncOptions {
+    /// `force-sync`: run the script for the current directory even if nothing is new (S-6.1).
+    pub force_script: bool,
+    /// `sync --base`: take a base backup now (S-4.2).
+    pub force_base: bool,
+    /// Started by `pgbak wal` (S-2.8): exit quietly if another sync runs, log to `sync.log`
+    /// only (not to stderr).
+    pub background: bool,
+}
+
+/// How [`run_sync`] ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncEnded {
+    /// Nothing pending, due, running or being retried: `SyncStopped{Finished}` is recorded.
+    Finished,
+    /// Another sync process holds the sync lock: a background sync left the work to it, or a
+    /// sync that finished saw a new one take over. Nothing was recorded by this round.
+    AnotherSyncRuns,
+    /// A stop signal: running work was stopped and recorded as failed, then
+    /// `SyncStopped{Interrupted}`.
+    Interrupted { signal: Signal },
+    /// A stop signal arrived while waiting for another sync to finish: this one never started
+    /// and recorded nothing.
+    InterruptedWhileWaiting { signal: Signal },
+}
+
+/// Runs the sync loop (see the module header) until it is finished, interrupted, or fails.
+/// Installs the stop-signal handlers for its duration.
+pub fn run_sync(
+    home: &PgbakHome,
+    config: &Config,
+    options: SyncOptions,
+) -> anyhow::Result<SyncEnded> {
+    let signals = StopSignals::install().context("installing the SIGTERM/SIGINT handlers")?;
+    run_sync_with_signals(home, config, options, &signals)
+}
+
+/// [`run_sync`] with handlers the caller installed.
+pub fn run_sync_with_signals(
+    home: &PgbakHome,
+    config: &Config,
+    options: SyncOptions,
+    signals: &StopSignals,
+) -> anyhow::Result<SyncEnded> {
+    let policy = config.machine_policy();
+    let mut round_options = options;
+    let mut first_round = true;
+    loop {
+        let sync_lock = match sync_process::try_take_sync_lock(home)? {
+            Some(guard) => guard,
+            None if options.background || !first_round => return Ok(SyncEnded::AnotherSyncRuns),
+            None => {
+                let log = SyncLog::stderr_only();
+                log.note(
+                    "another sync process is running; waiting for it to finish first \
+                     (pgbak status shows what it is doing)",
+                );
+                match sync_process::wait_for_sync_lock(home, signals)? {
+                    Some(guard) => guard,
+                    None => {
+                        let signal = signals.received().unwrap_or(Signal::SIGTERM);
+                        return Ok(SyncEnded::InterruptedWhileWaiting { signal });
+                    }
+                }
+            }
+        };
+        let log = Arc::new(SyncLog::open(home, !options.background));
+        let journal = match journal_file::open_journal(home, now()) {
+            Ok(journal) => journal,
+            Err(error) => {
+                log.error(&format!("{error:#}"));
+                return Err(error);
+            }
+        };
+        let mut session = Session {
+            home,
+            config,
+            policy,
+            pid: std::process::id(),
+            options: round_options,
+            log: Arc::clone(&log),
+            journal,
+            signals,
+            script: None,
+            base_backup: None,
+            deferred: Vec::new(),
+        };
+        let ended = session.run()?;
+        if ended != SyncEnded::Finished {
+            return Ok(ended);
+        }
+        let mut journal = session.into_journal();
+        // Let go first, then look: see step 4 in the module header.
+        drop(sync_lock);
+        if signals.received().is_some() {
+            // Asked to stop just as the work finished: the next sync takes what came since.
+            return Ok(SyncEnded::Finished);
+        }
+        let at = now();
+        refresh_journal(home, &mut journal, at, &log)?;
+        if next_actions(journal.journal.state(), at, &policy).finished {
+            return Ok(SyncEnded::Finished);
+        }
+        log.note("new work arrived as the sync stopped; starting again");
+        // The forced run and the requested base backup were served by the round that finished.
+        round_options = SyncOptions {
+            force_script: false,
+            force_base: false,
+            ..options
+        };
+        first_round = false;
+    }
+}
+
+/// Whether a refresh found the journal as this process left it, or replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    Extended,
+    Replaced,
+}
+
+/// Catches up with other processes' appends under the journal lock (the refresh may cut a torn
+/// tail or compact, so the lock is exclusive). A journal that needs a rebuild is reopened, which
+/// rebuilds it: for this process that is the same as another process having rebuilt it.
+fn refresh_journal(
+    home: &PgbakHome,
+    journal: &mut OpenedJournal,
+    at: UnixMillis,
+    log: &SyncLog,
+) -> anyhow::Result<Freshness> {
+    let guard = journal.lock_file.lock(
+        LockRange::Journal,
+        LockKind::Exclusive,
+        Wait::UpTo(JOURNAL_LOCK_WAIT),
+    )?;
+    match journal.journal.refresh(at) {
+        Ok(report) => {
+            if let Some(repair) = &report.repair {
+                log.note(&format!("journal repaired: {repair:?}"));
+            }
+            Ok(if report.journal_replaced {
+                Freshness::Replaced
+            } else {
+                Freshness::Extended
+            })
+        }
+        Err(JournalError::NeedsRebuild { reason }) => {
+            drop(guard);
+            log.note(&format!(
+                "the journal must be rebuilt ({reason}); rebuilding it"
+            ));
+            *journal = journal_file::open_journal(home, at)?;
+            Ok(Freshness::Replaced)
+        }
+        Err(error) => Err(anyhow::Error::new(error)
+            .context(format!("journal {}", journal.lock_file.path().display()))),
+    }
+}
+
+/// One session: from `SyncStarted` to `SyncStopped`, holding the sync lock throughout.
+struct Session<'a> {
+    home: &'a PgbakHome,
+    config: &'a Config,
+    policy: Policy,
+    pid: u32,
+    options: SyncOptions,
+    log: Arc<SyncLog>,
+    journal: OpenedJournal,
+    signals: &'a StopSignals,
+    /// The running script, exactly while the state shows it running.
+    script: Option<ScriptProcess>,
+    /// The running base backup and its directory, exactly while the state shows it running.
+    base_backup: Option<(DirectoryName, BaseBackupRun)>,
+    /// Effects that failed without a fact to record, and when to try them again.
+    deferred: Vec<(Action, Instant)>,
+}
+
+impl Session<'_> {
+    fn state(&self) -> &State {
+        self.journal.journal.state()
+    }
+
+    fn into_journal(self) -> OpenedJournal {
+        self.journal
+    }
+
+    fn run(&mut self) -> anyhow::Result<SyncEnded> {
+        match self.run_loop() {
+            Ok(ended) => Ok(ended),
+            Err(error) => {
+                self.stop_after_error(&error);
+                Err(error)
+            }
+        }
+    }
+
+    fn run_loop(&mut self) -> anyhow::Result<SyncEnded> {
+        refresh_journal(self.home, &mut self.journal, now(), &self.log)?;
+        self.begin()?;
+        loop {
+            if let Some(signal) = self.signals.received() {
+                return self.interrupt(signal);
+            }
+            if refresh_journal(self.home, &mut self.journal, now(), &self.log)?
+                == Freshness::Replaced
+            {
+                self.start_over()?;
+                continue;
+            }
+            self.collect_outcomes()?;
+            let at = now();
+            let plan = next_actions(self.state(), at, &self.policy);
+            let mut acted = false;
+            for action in &plan.actions {
+                acted |= self.perform(action)?;
+            }
+            if acted {
+                continue;
+            }
+            if plan.finished && self.script.is_none() && self.base_backup.is_none() {
+                self.record(vec![Event::SyncStopped {
+                    pid: self.pid,
+                    reason: SyncStopReason::Finished,
+                    at: now(),
+                }])?;
+                return Ok(SyncEnded::Finished);
+            }
+            self.sleep(plan.wake_at, at);
+        }
+    }
+
+    /// `SyncAbandoned` for a dead predecessor's session, then `SyncStarted`, in one append.
+    fn begin(&mut self) -> anyhow::Result<()> {
+        let at = now();
+        let mut events = Vec::new();
+        if let Some(stale) = self.state().sync {
+            self.log.note(&format!(
+                "sync process {} died without stopping; recording its running work as failed",
+                stale.pid
+            ));
+            events.push(Event::SyncAbandoned { pid: stale.pid, at });
+        }
+        events.push(Event::SyncStarted {
+            pid: self.pid,
+            force_script: self.options.force_script,
+            force_base: self.options.force_base,
+            at,
+        });
+        self.record(events)
+    }
+
+    /// Another process rebuilt the journal: what we ran is unknown to the new state.
+    fn start_over(&mut self) -> anyhow::Result<()> {
+        self.log.note(
+            "the journal was rebuilt from the directory tree by another process; stopping \
+             running work and starting over from the rebuilt state",
+        );
+        if let Some(script) = self.script.take() {
+            script.terminate();
+            let _ = script.stop("stopped: the journal was rebuilt");
+        }
+        if let Some((_, run)) = self.base_backup.take() {
+            let _ = run.stop();
+        }
+        self.deferred.clear();
+        self.begin()
+    }
+
+    /// Records the outcome of every child that ended.
+    fn collect_outcomes(&mut self) -> anyhow::Result<()> {
+        if let Some(script) = self.script.as_mut()
+            && let Some(outcome) = script.try_finish()
+        {
+            let directory = script.directory();
+            self.script = None;
+            let at = now();
+            self.record(vec![match outcome {
+                ScriptOutcome::Succeeded => Event::ScriptSucceeded { directory, at },
+                ScriptOutcome::Failed { output } => Event::ScriptFailed {
+                    directory,
+                    output,
+                    at,
+                },
+            }])?;
+        }
+        if let Some((directory, run)) = self.base_backup.as_mut()
+            && let Some(result) = run.try_finish()
+        {
+            let directory = *directory;
+            self.base_backup = None;
+            self.record(vec![base_backup_outcome(directory, result)])?;
+        }
+        Ok(())
+    }
+
+    /// Carries out one action; `false` if it is deferred (see [`UNRECORDED_RETRY`]).
+    fn perform(&mut self, action: &Action) -> anyhow::Result<bool> {
+        let retry_due = self
+            .deferred
+            .iter()
+            .find(|(deferred, _)| deferred == action)
+            .map(|(_, due)| *due);
+        if retry_due.is_some_and(|due| Instant::now() < due) {
+            return Ok(false);
+        }
+        self.deferred.retain(|(deferred, _)| deferred != action);
+        match action {
+            Action::RemoveFailedDirectory { directory } => {
+                match base_backup::remove_failed_directory(self.home, *directory) {
+                    Ok(()) => self.record(vec![Event::DirectoryRemoved {
+                        directory: *directory,
+                        at: now(),
+                    }])?,
+                    Err(error) => {
+                        self.defer(
+                            action,
+                            &format!("removing failed directory {directory}: {error}"),
+                        );
+                        return Ok(false);
+                    }
+                }
+            }
+            Action::PointCurrentLinkAt { directory } => {
+                match base_backup::point_current_link_at(self.home, *directory) {
+                    Ok(()) => self.record(vec![Event::CurrentLinkSwitched {
+                        directory: *directory,
+                        at: now(),
+                    }])?,
+                    Err(error) => {
+                        self.defer(action, &format!("pointing current at {directory}: {error}"));
+                        return Ok(false);
+                    }
+                }
+            }
+            Action::StartBaseBackup {
+                directory,
+                open_directory,
+            } => self.start_base_backup(*directory, *open_directory)?,
+            Action::RunScript {
+                directory,
+                current_timestamp,
+                through_version,
+            } => self.run_script(*directory, *current_timestamp, *through_version)?,
+            Action::StopScript {
+                directory,
+                reason: StopScriptReason::TimedOut { timeout_ms },
+            } => {
+                let reason = format!(
+                    "timed out after {} s (script.timeout_seconds): killed",
+                    timeout_ms / 1000
+                );
+                let output = match self.script.take() {
+                    Some(script) => script.stop(&reason),
+                    None => reason,
+                };
+                self.record(vec![Event::ScriptFailed {
+                    directory: *directory,
+                    output,
+                    at: now(),
+                }])?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn defer(&mut self, action: &Action, what: &str) {
+        self.log.error(&format!(
+            "{what}; trying again in {} s",
+            UNRECORDED_RETRY.as_secs()
+        ));
+        self.deferred
+            .push((action.clone(), Instant::now() + UNRECORDED_RETRY));
+    }
+
+    /// S-4.3: `DirectoryOpened` (intent of the `mkdir`), the directory and its `pg_wal/`,
+    /// `BaseBackupStarted` (intent of the run), then `pg_basebackup`. Failing to create the
+    /// directory or to start the program is the attempt's failure, recorded at once, so the
+    /// machine's backoff applies (S-4.5).
+    fn start_base_backup(
+        &mut self,
+        directory: DirectoryName,
+        open_directory: bool,
+    ) -> anyhow::Result<()> {
+        if open_directory {
+            self.record(vec![Event::DirectoryOpened {
+                directory,
+                at: now(),
+            }])?;
+        }
+        let path = self.home.directory_path(directory);
+        let prepared = durable::create_private_directory(&path)
+            .and_then(|_| durable::create_private_directory(&path.join(WAL_DIRECTORY_NAME)));
+        self.record(vec![Event::BaseBackupStarted {
+            directory,
+            at: now(),
+        }])?;
+        let started = match prepared {
+            Err(error) => Err(format!("cannot create {}: {error}", path.display())),
+            Ok(_) => {
+                let log = Arc::clone(&self.log);
+                BaseBackupRun::start_with_log(
+                    self.home,
+                    self.config,
+                    directory,
+                    Box::new(move |line: &str| log.line("[pg_basebackup]", line)),
+                )
+                .map_err(|error| error_chain(&error))
+            }
+        };
+        match started {
+            Ok(run) => self.base_backup = Some((directory, run)),
+            Err(message) => {
+                self.log.error(&message);
+                self.record(vec![Event::BaseBackupFailed {
+                    directory,
+                    output: message,
+                    at: now(),
+                }])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// S-5.1: `ScriptStarted` (intent), then the script. A script that cannot start (missing,
+    /// not executable) fails at once and is retried with the machine's backoff (S-5.3).
+    fn run_script(
+        &mut self,
+        directory: DirectoryName,
+        current_timestamp: DirectoryName,
+        through_version: u64,
+    ) -> anyhow::Result<()> {
+        self.record(vec![Event::ScriptStarted {
+            directory,
+            current_timestamp,
+            through_version,
+            at: now(),
+        }])?;
+        match ScriptProcess::start(self.home, directory, current_timestamp, &self.log) {
+            Ok(script) => self.script = Some(script),
+            Err(message) => {
+                self.log.error(&message);
+                self.record(vec![Event::ScriptFailed {
+                    directory,
+                    output: message,
+                    at: now(),
+                }])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps until the plan's wake time, a deferred retry, or [`POLL_INTERVAL`], whichever
+    /// comes first.
+    fn sleep(&self, wake_at: Option<UnixMillis>, at: UnixMillis) {
+        let mut duration = POLL_INTERVAL;
+        if let Some(wake_at) = wake_at {
+            duration = duration.min(Duration::from_millis(wake_at.millis_since(at)));
+        }
+        let instant = Instant::now();
+        for (_, due) in &self.deferred {
+            duration = duration.min(due.saturating_duration_since(instant));
+        }
+        std::thread::sleep(duration.max(MINIMUM_SLEEP));
+    }
+
+    /// Stops the children and returns the facts that record it: a child that already ended
+    /// gets its real outcome, one that was stopped a failure ending with `reason`.
+    fn stop_children(&mut self, reason: &str) -> Vec<Event> {
+        let mut events = Vec::new();
+        if let Some(script) = &self.script {
+            // Both groups get SIGTERM at once; the base backup's stop below waits its grace.
+            script.terminate();
+        }
+        if let Some((directory, mut run)) = self.base_backup.take() {
+            let event = match run.try_finish() {
+                Some(result) => base_backup_outcome(directory, result),
+                None => Event::BaseBackupFailed {
+                    directory,
+                    output: failure_output(&run.stop(), reason),
+                    at: now(),
+                },
+            };
+            events.push(event);
+        }
+        if let Some(script) = self.script.take() {
+            let directory = script.directory();
+            events.push(Event::ScriptFailed {
+                directory,
+                output: script.stop(reason),
+                at: now(),
+            });
+        }
+        events
+    }
+
+    /// S-6.1: stop the children, record their failure and `SyncStopped{Interrupted}`.
+    fn interrupt(&mut self, signal: Signal) -> anyhow::Result<SyncEnded> {
+        self.log
+            .note(&format!("received {signal}: stopping running work"));
+        let mut events = self.stop_children(&format!("interrupted by {signal}"));
+        events.push(Event::SyncStopped {
+            pid: self.pid,
+            reason: SyncStopReason::Interrupted,
+            at: now(),
+        });
+        self.record(events)?;
+        Ok(SyncEnded::Interrupted { signal })
+    }
+
+    /// After an error: stop the children and record what still can be (best effort: the
+    /// journal may be what failed; then the next sync's `SyncAbandoned` records it).
+    fn stop_after_error(&mut self, error: &anyhow::Error) {
+        let message = format!("{error:#}");
+        self.log.error(&message);
+        let mut events = self.stop_children(&format!("stopped: the sync failed: {message}"));
+        // Only facts the state still accepts: the error may have come before `SyncStarted`.
+        let state = self.state();
+        events.retain(|event| match event {
+            Event::BaseBackupFailed { directory, .. }
+            | Event::BaseBackupFinished { directory, .. } => {
+                state.base_backup.running.map(|r| r.directory) == Some(*directory)
+            }
+            Event::ScriptFailed { directory, .. } => {
+                state.script.running.map(|r| r.directory) == Some(*directory)
+            }
+            _ => true,
+        });
+        if state.sync.map(|session| session.pid) == Some(self.pid) {
+            events.push(Event::SyncStopped {
+                pid: self.pid,
+                reason: SyncStopReason::Error { message },
+                at: now(),
+            });
+        }
+        if !events.is_empty()
+            && let Err(record_error) = self.record(events)
+        {
+            self.log.error(&format!(
+                "could not record the stop either: {record_error:#}"
+            ));
+        }
+    }
+
+    /// Appends facts durably (one append, one fsync), then logs them.
+    fn record(&mut self, events: Vec<Event>) -> anyhow::Result<()> {
+        self.journal.append(&events, now())?;
+        for event in &events {
+            self.log.event(event);
+        }
+        Ok(())
+    }
+}
+
+/// The fact for a finished base backup run.
+fn base_backup_outcome(directory: DirectoryName, result: Result<u64, String>) -> Event {
+    match result {
+        Ok(base_bytes) => Event::BaseBackupFinished {
+            directory,
+            base_bytes,
+            at: now(),
+        },
+        Err(output) => Event::BaseBackupFailed {
+            directory,
+            output,
+            at: now(),
+        },
+    }
+}
+
+/// An error and its sources, joined with ": " (what `{:#}` prints for an anyhow chain).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,790 @@
+//! Running `$PGBAK/scripts/backup` (S-5.1, S-5.3, S-5.4), and the process-group child it runs
+//! as.
+//!
+//! Owns: [`ChildGroup`] (any child pgbak runs in its own process group, with its stdout and
+//! stderr drained on a thread into the sync log and a bounded tail) and [`ScriptProcess`] (one
+//! run of the backup script, polled without blocking by the driver).
+//!
+//! The script's contract (S-5.1): its working directory is the backup directory, argument 1 is
+//! the directory's name (the base backup's `TIMESTAMP`), argument 2 the current timestamp (the
+//! time of the newest file in it, also a `TIMESTAMP`); `PGBAK` is set in its environment and the
+//! rest is inherited; stdin is `/dev/null`; stdout and stderr share one pipe whose lines go to
+//! the sync log as `[script DIRECTORY] …`, and the last lines of a failed run (at most
+//! [`FAILURE_OUTPUT_MAX_BYTES`]) go into the journal, where `status` shows them.
+//!
+//! Process groups, after watchexec's process-wrap: the child calls `setpgid(0, 0)` before exec
+//! (`CommandExt::process_group(0)`), so it and everything it starts form a group pgbak can
+//! signal as a whole (S-5.4). Stopping sends SIGTERM to the group, waits up to
+//! [`STOP_GRACE`], then sends SIGKILL to the group and reaps the leader. When the leader exits
+//! by itself, whatever it left running in its group is killed too (SIGKILL) before the leader
+//! is reaped: a forgotten background `ssh` would otherwise hold the output pipe open and outlive
+//! the sync. The leader is detected with `waitid(…, WNOWAIT)` and only reaped after the group
+//! was signalled, so the group id (the leader's pid) cannot have been reused by then.
+//!
+//! The script starts with an empty signal mask and default signal dispositions (pgbak's own
+//! handlers do not survive exec), and with `PR_SET_PDEATHSIG` = SIGTERM: if the sync process is
+//! killed outright (`kill -9`), the script's leader is told to stop instead of running on,
+//! unsupervised, next to the run the next sync starts (S-5.2: one run at a time).
+//!
+//! Invariants: starting never panics: a missing, non-executable or unrunnable script is an
+//! `Err` with a message for the journal (S-5.3: a failure like any other, retried with
+//! backoff). Every descriptor pgbak opens is `O_CLOEXEC`, so the script inherits none of them
+//! besides its three standard descriptors (S-3.5: no lock is inherited). Waiting for the drain thread is
+//! bounded ([`DRAIN_WAIT`]): a grandchild that escaped the group with the pipe cannot hang the
+//! sync.
+
+use crate::effects::environment::{PGBAK_VARIABLE, PgbakHome};
+use crate::effects::sync_process::SyncLog;
+use crate::machine::FAILURE_OUTPUT_MAX_BYTES;
+use crate::timestamp::DirectoryName;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::{AccessFlags, Pid};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a stopped child's process group gets between SIGTERM and SIGKILL: enough for rsync
+/// or rclone to close connections and remove temporary files, short enough that `systemctl
+/// stop` (90 s by default) is never the one that kills pgbak.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How long to wait for the output drain thread once the child's group is gone. Its pipe is
+/// closed by then unless a grandchild escaped the group (`setsid`) holding it; the thread is
+/// then left to finish on its own.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// A longer output line is cut into pieces of this many bytes, so one runaway line (a progress
+/// bar without newlines) cannot grow memory or the log without bound.
+pub const LINE_MAX_BYTES: usize = 4096;
+
+/// How often [`ChildGroup::stop`] looks whether the group leader has exited.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// The last lines of a child's output, at most [`FAILURE_OUTPUT_MAX_BYTES`] in all (joined with
+/// newlines), for the journal.
+#[derive(Debug, Default)]
+struct OutputTail {
+    lines: VecDeque<String>,
+    /// Bytes of `lines` joined with `\n`.
+    bytes: usize,
+}
+
+impl OutputTail {
+    fn push(&mut self, line: String) {
+        let line = last_bytes(&line, FAILURE_OUTPUT_MAX_BYTES).to_owned();
+        self.bytes += line.len() + usize::from(!self.lines.is_empty());
+        self.lines.push_back(line);
+        while self.bytes > FAILURE_OUTPUT_MAX_BYTES {
+            let Some(oldest) = self.lines.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.len() + usize::from(!self.lines.is_empty());
+        }
+    }
+
+    fn text(&self) -> String {
+        Vec::from(self.lines.clone()).join("\n")
+    }
+}
+
+/// The last `max_bytes` of `text`, starting on a character boundary.
+fn last_bytes(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut start = text.len() - max_bytes;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// A failure's output for the journal: the child's last lines, then `reason` as the last line
+/// (the one `status` and the sync log show first), trimmed from the front to whole lines within
+/// [`FAILURE_OUTPUT_MAX_BYTES`].
+pub fn failure_output(tail: &str, reason: &str) -> String {
+    let tail = tail.trim_end_matches('\n');
+    let joined = if tail.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{tail}\n{reason}")
+    };
+    if joined.len() <= FAILURE_OUTPUT_MAX_BYTES {
+        return joined;
+    }
+    let cut = last_bytes(&joined, FAILURE_OUTPUT_MAX_BYTES);
+    // Start at a whole line when one begins within the kept bytes and output remains besides
+    // the reason; otherwise the end of the one long line is better than nothing.
+    match cut.find('\n') {
+        Some(newline) if cut.len() - (newline + 1) > reason.len() => cut[newline + 1..].to_owned(),
+        _ => cut.to_owned(),
+    }
+}
+
+/// How a child ended, in words: `exited with status 3`, `killed by SIGKILL`.
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    match status.signal() {
+        Some(number) => match Signal::try_from(number) {
+            Ok(signal) => format!("killed by {signal}"),
+            Err(_) => format!("killed by signal {number}"),
+        },
+        None => format!("ended with wait status {}", status.into_raw()),
+    }
+}
+
+/// A child running in its own process group with its output drained on a thread (see the
+/// module header). Dropping it without [`ChildGroup::stop`] or a completed
+/// [`ChildGroup::try_exit`] kills the group, so no child outlives its owner unnoticed.
+#[derive(Debug)]
+pub struct ChildGroup {
+    child: Child,
+    /// The group id: the leader's pid.
+    group: Pid,
+    tail: Arc<Mutex<OutputTail>>,
+    drain: Option<JoinHandle<()>>,
+    /// Set once the leader has been reaped.
+    finished: bool,
+}
+
+impl ChildGroup {
+    /// Spawns `command` with stdin on `/dev/null`, stdout and stderr on one pipe drained into
+    /// `log` (each line tagged `log_source`) and the output tail, in a new process group.
+    pub fn spawn(
+        mut command: Command,
+        log: Arc<SyncLog>,
+        log_source: String,
+    ) -> io::Result<ChildGroup> {
+        let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer.try_clone()?))
+            .stderr(Stdio::from(writer))
+            .process_group(0);
+        let spawned = command.spawn();
+        // The parent's copies of the pipe's write end live in `command`; closing them now means
+        // the drain thread sees end-of-file as soon as the child's group is gone.
+        drop(command);
+        let child = spawned?;
+        let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let tail = Arc::new(Mutex::new(OutputTail::default()));
+        let drain = {
+            let tail = Arc::clone(&tail);
+            let reader = File::from(reader);
+            std::thread::Builder::new()
+                .name(format!("drain {log_source}"))
+                .spawn(move || drain_lines(reader, &log, &log_source, &tail))
+        };
+        let mut group_child = ChildGroup {
+            child,
+            group,
+            tail,
+            drain: None,
+            finished: false,
+        };
+        match drain {
+            Ok(handle) => group_child.drain = Some(handle),
+            Err(error) => {
+                // Without a reader the child would block on a full pipe: stop it.
+                group_child.kill_and_reap();
+                return Err(error);
+            }
+        }
+        Ok(group_child)
+    }
+
+    /// The leader's pid (= the group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of output so far.
+    pub fn output_tail(&self) -> String {
+        lock_tail(&self.tail).text()
+    }
+
+    /// Non-blocking: `Some(status)` once the leader has exited; its group is then killed, the
+    /// leader reaped and the output drained (bounded by [`DRAIN_WAIT`]).
+    pub fn try_exit(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.finished {
+            return Err(io::Error::other("the child was already reaped"));
+        }
+        if !self.leader_exited()? {
+            return Ok(None);
+        }
+        // Leftovers of the group (see the module header). The unreaped leader keeps the group
+        // id reserved, so this cannot hit an unrelated group.
+        let _ = killpg(self.group, Signal::SIGKILL);
+        let status = self.child.wait()?;
+        self.finished = true;
+        self.finish_drain();
+        Ok(Some(status))
+    }
+
+    /// Sends SIGTERM to the whole group without waiting: the first half of [`Self::stop`], so
+    /// several children can be asked to stop at once.
+    pub fn terminate(&self) {
+        if !self.finished {
+            let _ = killpg(self.group, Signal::SIGTERM);
+        }
+    }
+
+    /// Stops the group: SIGTERM, up to `grace` for the leader to exit, SIGKILL to the group,
+    /// reap. Returns how the leader ended (`None` if it could not be waited for) and the last
+    /// lines of output.
+    pub fn stop(mut self, grace: Duration) -> (Option<ExitStatus>, String) {
+        if self.finished {
+            return (None, self.output_tail());
+        }
+        self.terminate();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            match self.leader_exited() {
+                Ok(true) | Err(_) => break,
+                Ok(false) => std::thread::sleep(STOP_POLL),
+            }
+        }
+        let status = self.kill_and_reap();
+        (status, self.output_tail())
+    }
+
+    /// SIGKILL to the group, then reap the leader (which SIGKILL ends promptly) and drain.
+    fn kill_and_reap(&mut self) -> Option<ExitStatus> {
+        if self.finished {
+            return None;
+        }
+        let _ = killpg(self.group, Signal::SIGKILL);
+        let status = self.child.wait().ok();
+        self.finished = true;
+        self.finish_drain();
+        status
+    }
+
+    /// Whether the leader has exited, without reaping it (`WNOWAIT`).
+    fn leader_exited(&self) -> io::Result<bool> {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(self.group), flags) {
+            Ok(WaitStatus::StillAlive) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(Errno::EINTR) => Ok(false),
+            Err(errno) => Err(io::Error::from(errno)),
+        }
+    }
+
+    fn finish_drain(&mut self) {
+        let Some(handle) = self.drain.take() else {
+            return;
+        };
+        let deadline = Instant::now() + DRAIN_WAIT;
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(STOP_POLL);
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        }
+        // Otherwise a grandchild outside the group holds the pipe: the thread ends when it
+        // closes it, and the tail already holds everything read so far.
+    }
+}
+
+impl Drop for ChildGroup {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.kill_and_reap();
+        }
+    }
+}
+
+fn lock_tail(tail: &Mutex<OutputTail>) -> std::sync::MutexGuard<'_, OutputTail> {
+    match tail.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The drain thread: reads the pipe until end-of-file, cutting it into lines (at most
+/// [`LINE_MAX_BYTES`] each) for the log and the tail.
+fn drain_lines(mut reader: File, log: &SyncLog, source: &str, tail: &Mutex<OutputTail>) {
+    let emit = |bytes: &[u8]| {
+        let line = String::from_utf8_lossy(bytes);
+        let line = line.trim_end_matches('\r');
+        log.line(source, line);
+        lock_tail(tail).push(line.to_owned());
+    };
+    let mut buffer = [0u8; 8192];
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let read = match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        for &byte in &buffer[..read] {
+            if byte == b'\n' {
+                emit(&partial);
+                partial.clear();
+            } else {
+                partial.push(byte);
+                if partial.len() >= LINE_MAX_BYTES {
+                    emit(&partial);
+                    partial.clear();
+                }
+            }
+        }
+    }
+    if !partial.is_empty() {
+        emit(&partial);
+    }
+}
+
+/// How a script run ended, as the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScriptOutcome {
+    /// Exit status 0: `ScriptSucceeded`.
+    Succeeded,
+    /// Anything else: `ScriptFailed` with these last lines of output and why.
+    Failed { output: String },
+}
+
+/// One run of the backup script.
+#[derive(Debug)]
+pub struct ScriptProcess {
+    directory: DirectoryName,
+    current_timestamp: DirectoryName,
+    group: ChildGroup,
+    started: Instant,
+}
+
+/// Why the script cannot be run at all, in one line for the journal (S-5.3: a failure like any
+/// other), or `None` when it looks runnable.
+pub fn script_problem(script: &Path) -> Option<String> {
+    let shown = script.display();
+    match std::fs::metadata(script) {
+        Ok(metadata) if !metadata.is_file() => Some(format!(
+            "backup script {shown} is not a regular file: replace it with an executable script"
+        )),
+        Ok(_) => match nix::unistd::access(script, AccessFlags::X_OK) {
+            Ok(()) => None,
+            Err(errno) => Some(format!(
+                "backup script {shown} is not executable ({errno}): chmod 700 {shown}"
+            )),
+        },
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(script).is_ok() {
+                Some(format!(
+                    "backup script {shown} is a symbolic link to a missing file: fix the link"
+                ))
+            } else {
+                Some(format!(
+                    "backup script {shown} does not exist: create it (pgbak init writes a \
+                     template), or make it a symlink to /bin/true for local-only backups"
+                ))
+            }
+        }
+        Err(error) => Some(format!("backup script {shown} cannot be examined: {error}")),
+    }
+}
+
+impl ScriptProcess {
+    /// Starts `$PGBAK/scripts/backup DIRECTORY CURRENT_TIMESTAMP` in `$PGBAK/DIRECTORY` (S-5.1).
+    /// `Err` is the one-line reason it could not start, for `ScriptFailed`.
+    pub fn start(
+        home: &PgbakHome,
+        directory: DirectoryName,
+        current_timestamp: DirectoryName,
+        log: &Arc<SyncLog>,
+    ) -> Result<ScriptProcess, String> {
+        let script = home.backup_script_path();
+        if let Some(problem) = script_problem(&script) {
+            return Err(problem);
+        }
+        let working_directory = home.directory_path(directory);
+        if !working_directory.is_dir() {
+            return Err(format!(
+                "backup directory {} is missing, so the backup script cannot run in it",
+                working_directory.display()
+            ));
+        }
+        let mut command = Command::new(&script);
+        command
+            .arg(directory.to_string())
+            .arg(current_timestamp.to_string())
+            .current_dir(&working_directory)
+            .env(PGBAK_VARIABLE, &home.path);
+        // If the sync process dies (kill -9), the script gets SIGTERM instead of running on
+        // unsupervised next to the run the next sync starts (S-5.2: one run at a time). Only the
+        // leader gets it: a script that starts other programs without `exec` should trap TERM
+        // and stop them.
+        let sync_process = nix::unistd::getpid();
+        // SAFETY: only async-signal-safe system calls run between fork and exec:
+        // sigprocmask(2), prctl(2) and getppid(2).
+        unsafe {
+            command.pre_exec(move || {
+                // The script starts with no signal blocked, whatever the thread that forked it
+                // had blocked (std leaves the mask as it was): SIGTERM must reach it.
+                nix::sys::signal::sigprocmask(
+                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                    Some(&nix::sys::signal::SigSet::empty()),
+                    None,
+                )
+                .map_err(io::Error::from)?;
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)?;
+                // The sync may have died before prctl took effect: then nobody signals us.
+                if nix::unistd::getppid() != sync_process {
+                    return Err(io::Error::other("the sync process died"));
+                }
+                Ok(())
+            });
+        }
+        let group = ChildGroup::spawn(command, Arc::clone(log), format!("[script {directory}]"))
+            .map_err(|error| {
+                let hint = if error.raw_os_error() == Some(nix::libc::ENOEXEC) {
+                    " (does it start with a #! line such as #!/bin/sh?)"
+                } else {
+                    ""
+                };
+                format!(
+                    "backup script {} could not be started: {error}{hint}",
+                    script.display()
+                )
+            })?;
+        Ok(ScriptProcess {
+            directory,
+            current_timestamp,
+            group,
+            started: Instant::now(),
+        })
+    }
+
+    /// The directory it ships (argument 1).
+    pub fn directory(&self) -> DirectoryName {
+        self.directory
+    }
+
+    /// Argument 2.
+    pub fn current_timestamp(&self) -> DirectoryName {
+        self.current_timestamp
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.group.pid()
+    }
+
+    /// How long it has been running.
+    pub fn running_for(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Non-blocking: `Some` once the run ended (its group killed and reaped, output drained).
+    pub fn try_finish(&mut self) -> Option<ScriptOutcome> {
+        match self.group.try_exit() {
+            Ok(None) => None,
+            Ok(Some(status)) if status.success() => Some(ScriptOutcome::Succeeded),
+            Ok(Some(status)) => Some(ScriptOutcome::Failed {
+                output: failure_output(
+                    &self.group.output_tail(),
+                    &format!("backup script {}", describe_exit(status)),
+                ),
+            }),
+            Err(error) => {
+                // Not expected (waitid on our own child); treat the run as failed, and make
+                // sure it is gone so a retry never overlaps it.
+                let tail = self.group.output_tail();
+                self.group.kill_and_reap();
+                Some(ScriptOutcome::Failed {
+                    output: failure_output(
+                        &tail,
+                        &format!("cannot wait for the backup script: {error}"),
+                    ),
+                })
+            }
+        }
+    }
+
+    /// SIGTERM to its group, without waiting (see [`ChildGroup::terminate`]).
+    pub fn terminate(&self) {
+        self.group.terminate();
+    }
+
+    /// Stops the run (SIGTERM, [`STOP_GRACE`], SIGKILL, reap) and returns the output for
+    /// `ScriptFailed`: its last lines, then `reason`.
+    pub fn stop(self, reason: &str) -> String {
+        let (_, tail) = self.group.stop(STOP_GRACE);
+        failure_output(&tail, reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::ScratchDirectory;
+    use std::os::unix::fs::PermissionsExt;
+
+    const GENEROUS: Duration = Duration::from_secs(60);
+
+    fn home(scratch: &ScratchDirectory) -> PgbakHome {
+        std::fs::create_dir(scratch.0.join("scripts")).unwrap();
+        PgbakHome {
+            path: scratch.0.clone(),
+            owner_uid: nix::unistd::geteuid().as_raw(),
+        }
+    }
+
+    fn write_script(home: &PgbakHome, body: &str) {
+        let path = home.backup_script_path();
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
+    fn wait_for(process: &mut ScriptProcess) -> ScriptOutcome {
+        let deadline = Instant::now() + GENEROUS;
+        loop {
+            if let Some(outcome) = process.try_finish() {
+                return outcome;
+            }
+            assert!(Instant::now() < deadline, "the script never finished");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    const DIRECTORY: DirectoryName = DirectoryName(1_795_478_400); // 20261124T000000Z
+    const CURRENT: DirectoryName = DirectoryName(1_795_478_461); // 20261124T000101Z
+
+    #[test]
+    fn the_script_gets_its_directory_arguments_environment_and_null_stdin() {
+        let scratch = ScratchDirectory::new("script-contract");
+        let home = home(&scratch);
+        std::fs::create_dir(home.directory_path(DIRECTORY)).unwrap();
+        write_script(
+            &home,
+            "echo \"$PWD|$1|$2|$PGBAK|$#\" > seen\nreadlink /proc/$$/fd/0 >> seen\n\
+             ls -l /proc/$$/fd > descriptors\necho done\n",
+        );
+        let log = Arc::new(SyncLog::open(&home, false));
+        let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        assert_eq!(wait_for(&mut run), ScriptOutcome::Succeeded);
+        let seen = std::fs::read_to_string(home.directory_path(DIRECTORY).join("seen")).unwrap();
+        let lines: Vec<&str> = seen.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "{}|20261124T000000Z|20261124T000101Z|{}|2",
+                home.directory_path(DIRECTORY).display(),
+                home.path.display()
+            )
+        );
+        assert_eq!(lines[1], "/dev/null");
+        // The shell's descriptors (`ls -l` shows `l-wx` for a write end, `lr-x` for a read
+        // end): stderr is the output pipe's write end, and its read end (close-on-exec) is not
+        // inherited. (Other inherited descriptors, such as cargo's jobserver pipe, are the test
+        // harness's.)
+        let descriptors =
+            std::fs::read_to_string(home.directory_path(DIRECTORY).join("descriptors")).unwrap();
+        let stderr_line = descriptors
+            .lines()
+            .find(|line| line.contains(" 2 -> pipe:"))
+            .unwrap_or_else(|| panic!("stderr is not a pipe: {descriptors}"));
+        let output_pipe = stderr_line.split(" -> ").nth(1).unwrap();
+        assert!(
+            !descriptors
+                .lines()
+                .any(|line| line.starts_with("lr") && line.ends_with(output_pipe)),
+            "the output pipe's read end is inherited: {descriptors}"
+        );
+        let log_text =
+            std::fs::read_to_string(crate::effects::sync_process::sync_log_path(&home)).unwrap();
+        assert!(
+            log_text.contains(" [script 20261124T000000Z] done\n"),
+            "{log_text}"
+        );
+    }
+
+    #[test]
+    fn the_script_starts_with_no_signal_blocked_even_if_the_sync_blocks_some() {
+        let scratch = ScratchDirectory::new("script-sigmask");
+        let home = home(&scratch);
+        std::fs::create_dir(home.directory_path(DIRECTORY)).unwrap();
+        // `exec`: grep reads its own status, the mask the script started with (reading the
+        // shell's from a child would race with the shell's own masking around fork).
+        write_script(&home, "exec grep SigBlk /proc/self/status > blocked\n");
+        let log = Arc::new(SyncLog::open(&home, false));
+        let mut blocked = nix::sys::signal::SigSet::empty();
+        blocked.add(Signal::SIGTERM);
+        let run = std::thread::spawn(move || {
+            nix::sys::signal::pthread_sigmask(
+                nix::sys::signal::SigmaskHow::SIG_BLOCK,
+                Some(&blocked),
+                None,
+            )
+            .unwrap();
+            let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+            wait_for(&mut run)
+        });
+        assert_eq!(run.join().unwrap(), ScriptOutcome::Succeeded);
+        let text =
+            std::fs::read_to_string(scratch.0.join("20261124T000000Z").join("blocked")).unwrap();
+        assert_eq!(text.trim(), "SigBlk:\t0000000000000000");
+    }
+
+    #[test]
+    fn a_failed_run_keeps_its_last_lines_and_exit_status() {
+        let scratch = ScratchDirectory::new("script-fail");
+        let home = home(&scratch);
+        std::fs::create_dir(home.directory_path(DIRECTORY)).unwrap();
+        write_script(
+            &home,
+            "i=0\nwhile [ $i -lt 500 ]; do echo \"line $i\"; i=$((i+1)); done\n\
+             echo 'rsync: connection refused' >&2\nexit 3\n",
+        );
+        let log = Arc::new(SyncLog::open(&home, false));
+        let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        let ScriptOutcome::Failed { output } = wait_for(&mut run) else {
+            panic!("expected a failure");
+        };
+        assert!(output.len() <= FAILURE_OUTPUT_MAX_BYTES, "{}", output.len());
+        assert!(
+            output.ends_with(
+                "line 499\nrsync: connection refused\nbackup script exited with status 3"
+            ),
+            "{output}"
+        );
+        assert!(output.starts_with("line "), "whole lines only: {output}");
+        assert!(!output.contains("line 0\n"));
+    }
+
+    #[test]
+    fn a_missing_or_non_executable_script_is_a_clear_error_not_a_panic() {
+        let scratch = ScratchDirectory::new("script-missing");
+        let home = home(&scratch);
+        std::fs::create_dir(home.directory_path(DIRECTORY)).unwrap();
+        let log = Arc::new(SyncLog::open(&home, false));
+        let missing = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap_err();
+        assert!(missing.contains("does not exist"), "{missing}");
+        assert!(missing.contains("scripts/backup"), "{missing}");
+
+        std::fs::write(home.backup_script_path(), "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(
+            home.backup_script_path(),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let not_executable = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap_err();
+        assert!(
+            not_executable.contains("is not executable"),
+            "{not_executable}"
+        );
+
+        std::fs::write(home.backup_script_path(), "echo no shebang\n").unwrap();
+        std::fs::set_permissions(
+            home.backup_script_path(),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        // Without a #! line execve fails with ENOEXEC, and execvp (which std uses) runs the
+        // file with /bin/sh, as a shell would.
+        let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        assert_eq!(wait_for(&mut run), ScriptOutcome::Succeeded);
+
+        std::fs::remove_file(home.backup_script_path()).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/pgbak-script", home.backup_script_path()).unwrap();
+        let dangling = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap_err();
+        assert!(
+            dangling.contains("symbolic link to a missing file"),
+            "{dangling}"
+        );
+    }
+
+    #[test]
+    fn stopping_kills_the_whole_process_group_and_leftovers_die_with_the_leader() {
+        let scratch = ScratchDirectory::new("script-group");
+        let home = home(&scratch);
+        std::fs::create_dir(home.directory_path(DIRECTORY)).unwrap();
+        // The script starts a grandchild that ignores SIGTERM, then waits: SIGTERM ends the
+        // script, and the SIGKILL to the group that follows ends the grandchild.
+        write_script(
+            &home,
+            "sh -c 'trap \"\" TERM; echo $$ > grandchild; exec sleep 300' &\nwait\n",
+        );
+        let log = Arc::new(SyncLog::open(&home, false));
+        let run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        let pid_file = home.directory_path(DIRECTORY).join("grandchild");
+        let deadline = Instant::now() + GENEROUS;
+        while std::fs::read_to_string(&pid_file).map_or(true, |t| t.trim().is_empty()) {
+            assert!(Instant::now() < deadline, "the grandchild never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let grandchild: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let output = run.stop("interrupted by SIGTERM");
+        assert!(output.ends_with("interrupted by SIGTERM"), "{output}");
+        // The grandchild was not our child: once killed it is reaped by init, so poll for it
+        // to disappear (a zombie shows state Z until then).
+        let deadline = Instant::now() + GENEROUS;
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{grandchild}/stat"));
+            match state {
+                Err(_) => break,
+                Ok(stat) if stat.split(' ').nth(2) == Some("Z") => break,
+                Ok(_) => {
+                    assert!(Instant::now() < deadline, "the grandchild survived");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_background_leftover_does_not_hold_up_a_finished_run() {
+        let scratch = ScratchDirectory::new("script-leftover");
+        let home = home(&scratch);
+        std::fs::create_dir(home.directory_path(DIRECTORY)).unwrap();
+        // The leftover keeps the output pipe open; the run must still end when the script does.
+        write_script(&home, "sleep 300 &\necho shipped\nexit 0\n");
+        let log = Arc::new(SyncLog::open(&home, false));
+        let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        assert_eq!(wait_for(&mut run), ScriptOutcome::Succeeded);
+    }
+
+    #[test]
+    fn failure_output_keeps_the_reason_last_and_fits_the_journal() {
+        assert_eq!(failure_output("", "timed out"), "timed out");
+        assert_eq!(failure_output("a\nb\n", "timed out"), "a\nb\ntimed out");
+        let long = "x".repeat(5000);
+        let output = failure_output(&format!("{long}\nshort line"), "killed");
+        assert_eq!(output, "short line\nkilled");
+        let output = failure_output(&long, "killed");
+        assert!(output.len() <= FAILURE_OUTPUT_MAX_BYTES);
+        assert!(output.ends_with("\nkilled"));
+    }
+
+    #[test]
+    fn the_output_tail_is_bounded_and_long_lines_are_cut() {
+        let mut tail = OutputTail::default();
+        for number in 0..1000 {
+            tail.push(format!("line {number}"));
+        }
+        let text = tail.text();
+        assert!(text.len() <= FAILURE_OUTPUT_MAX_BYTES);
+        assert_eq!(text.len(), tail.bytes);
+        assert!(text.ends_with("line 999"));
+        tail.push("é".repeat(3000));
+        let text = tail.text();
+        assert!(text.len() <= FAILURE_OUTPUT_MAX_BYTES);
+        assert_eq!(text.len(), tail.bytes);
+    }
+}

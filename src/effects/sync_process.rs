@@ -1,0 +1,444 @@
+//! The sync process's own resources: the sync lock, the stop signals and the sync log.
+//!
+//! Owns: [`SyncLog`] (`$PGBAK/sync.log`), [`StopSignals`] (SIGTERM, SIGINT and SIGHUP ask the
+//! sync to stop cleanly, S-6.1) and the sync-lock helpers ([`try_take_sync_lock`],
+//! [`wait_for_sync_lock`]). Starting the background sync is `pgbak wal`'s
+//! (`commands::wal::start_background_sync`, S-2.8).
+//!
+//! # The sync log
+//!
+//! `$PGBAK/sync.log` (mode 0600, appended to, never truncated in place) holds one line per
+//! journal fact the sync records, one line per line of output of the backup script and of
+//! `pg_basebackup`, and the sync's own notes and errors. Every line starts with the time it
+//! was written (RFC 3339, UTC, milliseconds) and a source tag:
+//!
+//! ```text
+//! 2026-11-24T15:43:07.123Z pgbak[4242] SyncStarted force_script=false force_base=false
+//! 2026-11-24T15:43:07.130Z pgbak[4242] ScriptStarted 20261124T154307Z current=20261124T160002Z
+//! 2026-11-24T15:43:07.412Z [script 20261124T154307Z] sending incremental file list
+//! 2026-11-24T15:43:09.020Z pgbak[4242] ScriptSucceeded 20261124T154307Z
+//! 2026-11-24T15:43:09.030Z [pg_basebackup] pg_basebackup: error: connection refused
+//! 2026-11-24T15:43:09.031Z pgbak[4242] note: the backup script is not running …
+//! ```
+//!
+//! - `pgbak[PID] KIND details`: a fact the sync process PID recorded in the journal (the same
+//!   facts `pgbak status --journal` decodes, here in short human form); `pgbak[PID] note: …` and
+//!   `pgbak[PID] error: …` are the sync's own remarks.
+//! - `[script DIRECTORY] …`: one line of the backup script's stdout or stderr (they share one
+//!   pipe, so their lines interleave as the script wrote them) while it ships DIRECTORY.
+//! - `[pg_basebackup] …`: a line of `pg_basebackup`'s error output.
+//!
+//! The log is bounded: when a line would take it past [`SYNC_LOG_MAX_BYTES`], `sync.log` is
+//! renamed to `sync.log.1` (replacing the previous one) and a new `sync.log` is started, so the
+//! two files together stay under 2 × 10 MiB. Only the process holding the sync lock writes the
+//! log, so rotation needs no further coordination. The log is diagnostics, not a record: the
+//! journal is the record. A log that cannot be written never stops the sync; the first failure
+//! is reported on stderr.
+//!
+//! Invariants: the signal handler only stores the signal number in an atomic (async-signal
+//! safe); it is installed without `SA_RESTART`, so a blocking wait for the sync lock
+//! (`F_OFD_SETLKW`) returns `EINTR` and the caller can stop instead of blocking on. Every
+//! descriptor opened here is `O_CLOEXEC` (std's default), so children inherit none (S-3.5).
+
+use crate::effects::environment::PgbakHome;
+use crate::effects::journal_file;
+use crate::effects::lock::{LockError, LockFile, LockGuard, LockKind, LockRange, Wait};
+use crate::machine::{Event, SyncStopReason};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The sync log's name inside `$PGBAK`.
+pub const SYNC_LOG_FILE_NAME: &str = "sync.log";
+/// Where the previous sync log goes when the current one is full.
+pub const SYNC_LOG_ROTATED_FILE_NAME: &str = "sync.log.1";
+/// A sync log larger than this is rotated: a year of a busy server's lines stays within the two
+/// files, and neither is too large to open in an editor.
+pub const SYNC_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// The log's mode (S-1.3: files pgbak creates are private).
+const SYNC_LOG_MODE: u32 = 0o600;
+
+/// `$PGBAK/sync.log`.
+pub fn sync_log_path(home: &PgbakHome) -> PathBuf {
+    home.path.join(SYNC_LOG_FILE_NAME)
+}
+
+/// The sync log (see the module header). Shared between the driver and the threads that drain
+/// children's output; every line is written with one `write` under the mutex, so lines from
+/// different threads never interleave within a line.
+#[derive(Debug)]
+pub struct SyncLog {
+    inner: Mutex<LogFile>,
+    /// Also copy every line to stderr (a foreground `pgbak sync` shows what it does).
+    echo_to_stderr: bool,
+    pid: u32,
+}
+
+#[derive(Debug)]
+struct LogFile {
+    path: PathBuf,
+    rotated_path: PathBuf,
+    file: Option<File>,
+    bytes: u64,
+    /// A write failed once and was reported; later failures are silent.
+    failure_reported: bool,
+}
+
+impl SyncLog {
+    /// Opens (creating, 0600) `$PGBAK/sync.log` for appending. Never fails: a log that cannot be
+    /// opened is reported once on stderr and the sync runs without it.
+    pub fn open(home: &PgbakHome, echo_to_stderr: bool) -> SyncLog {
+        let mut log = LogFile {
+            path: sync_log_path(home),
+            rotated_path: home.path.join(SYNC_LOG_ROTATED_FILE_NAME),
+            file: None,
+            bytes: 0,
+            failure_reported: false,
+        };
+        log.reopen();
+        SyncLog {
+            inner: Mutex::new(log),
+            echo_to_stderr,
+            pid: std::process::id(),
+        }
+    }
+
+    /// A log that only echoes to stderr (for tests and for code paths without `$PGBAK`).
+    pub fn stderr_only() -> SyncLog {
+        SyncLog {
+            inner: Mutex::new(LogFile {
+                path: PathBuf::new(),
+                rotated_path: PathBuf::new(),
+                file: None,
+                bytes: 0,
+                failure_reported: true,
+            }),
+            echo_to_stderr: true,
+            pid: std::process::id(),
+        }
+    }
+
+    /// One line `TIME SOURCE TEXT`. Control characters in `text` (a script printing `\r` or
+    /// escape sequences) are shown escaped so one output line stays one log line.
+    pub fn line(&self, source: &str, text: &str) {
+        let mut line = format!("{} {source} ", journal_file::now().to_rfc3339());
+        for character in text.chars() {
+            if character.is_control() && character != '\t' {
+                line.extend(character.escape_default());
+            } else {
+                line.push(character);
+            }
+        }
+        line.push('\n');
+        if self.echo_to_stderr {
+            // Best effort: a closed stderr must not stop the sync (eprintln! would panic).
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        }
+        let mut inner = match self.inner.lock() {
+            Ok(inner) => inner,
+            // A thread that panicked while logging left nothing half-done that matters here.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        inner.write_line(line.as_bytes());
+    }
+
+    /// A fact this process recorded in the journal.
+    pub fn event(&self, event: &Event) {
+        self.line(&format!("pgbak[{}]", self.pid), &describe_event(event));
+    }
+
+    /// The sync's own remark.
+    pub fn note(&self, text: &str) {
+        self.line(&format!("pgbak[{}]", self.pid), &format!("note: {text}"));
+    }
+
+    /// An error the sync hit.
+    pub fn error(&self, text: &str) {
+        self.line(&format!("pgbak[{}]", self.pid), &format!("error: {text}"));
+    }
+}
+
+impl LogFile {
+    fn reopen(&mut self) {
+        let opened = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(SYNC_LOG_MODE)
+            .open(&self.path)
+            .and_then(|file| {
+                // The umask may have narrowed the mode; S-1.3 wants exactly 0600.
+                file.set_permissions(std::fs::Permissions::from_mode(SYNC_LOG_MODE))?;
+                let bytes = file.metadata()?.len();
+                Ok((file, bytes))
+            });
+        match opened {
+            Ok((file, bytes)) => {
+                self.file = Some(file);
+                self.bytes = bytes;
+            }
+            Err(error) => {
+                self.file = None;
+                self.report_failure("cannot be opened", &error);
+            }
+        }
+    }
+
+    fn write_line(&mut self, line: &[u8]) {
+        if self.file.is_some() && self.bytes + line.len() as u64 > SYNC_LOG_MAX_BYTES {
+            self.file = None;
+            if let Err(error) = std::fs::rename(&self.path, &self.rotated_path) {
+                self.report_failure("cannot be rotated", &error);
+            }
+            self.reopen();
+        }
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        match file.write_all(line) {
+            Ok(()) => self.bytes += line.len() as u64,
+            Err(error) => self.report_failure("cannot be written", &error),
+        }
+    }
+
+    fn report_failure(&mut self, what: &str, error: &io::Error) {
+        if !self.failure_reported {
+            self.failure_reported = true;
+            let _ = writeln!(
+                std::io::stderr(),
+                "pgbak: sync log {}: {what}: {error} (the sync goes on without it)",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// A fact in one short line: its kind, then what matters about it.
+fn describe_event(event: &Event) -> String {
+    let kind = event.kind().name();
+    let details = match event {
+        Event::DirectoryOpened { directory, .. }
+        | Event::BaseBackupStarted { directory, .. }
+        | Event::DirectoryRemoved { directory, .. }
+        | Event::CurrentLinkSwitched { directory, .. }
+        | Event::ScriptSucceeded { directory, .. } => directory.to_string(),
+        Event::WalArchived {
+            file, directories, ..
+        } => {
+            let names: Vec<String> = directories.iter().map(|d| d.to_string()).collect();
+            format!("{} into {}", file.as_str(), names.join(","))
+        }
+        Event::BaseBackupFinished {
+            directory,
+            base_bytes,
+            ..
+        } => format!("{directory} base_bytes={base_bytes}"),
+        Event::BaseBackupFailed {
+            directory, output, ..
+        }
+        | Event::ScriptFailed {
+            directory, output, ..
+        } => format!("{directory}: {}", last_line(output)),
+        Event::ScriptStarted {
+            directory,
+            current_timestamp,
+            through_version,
+            ..
+        } => format!("{directory} current={current_timestamp} version={through_version}"),
+        Event::SyncStarted {
+            pid,
+            force_script,
+            force_base,
+            ..
+        } => format!("pid={pid} force_script={force_script} force_base={force_base}"),
+        Event::SyncStopped { pid, reason, .. } => {
+            let reason = match reason {
+                SyncStopReason::Finished => "finished".to_owned(),
+                SyncStopReason::Interrupted => "interrupted".to_owned(),
+                SyncStopReason::Error { message } => format!("error: {message}"),
+            };
+            format!("pid={pid} {reason}")
+        }
+        Event::SyncAbandoned { pid, .. } => format!("pid={pid} (died without stopping)"),
+        Event::JournalRebuilt { reason, .. } => reason.clone(),
+        Event::JournalTailCut {
+            offset,
+            discarded_bytes,
+            ..
+        } => format!("at offset {offset}, {discarded_bytes} bytes discarded"),
+    };
+    format!("{kind} {details}")
+}
+
+/// The last non-empty line of a failure's output: the one that usually says what went wrong.
+fn last_line(output: &str) -> &str {
+    output
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("")
+}
+
+/// The signal that asked the sync to stop, or 0. Written only by the handler.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn record_stop_signal(signal: nix::libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP_SIGNAL.store(signal, Ordering::SeqCst);
+}
+
+/// The signals that stop a sync cleanly (S-6.1): `systemctl stop`/`kill` (SIGTERM), Ctrl-C
+/// (SIGINT), and a closed terminal (SIGHUP; left at its default it would kill pgbak without a
+/// record and leave the script, in its own process group, running on).
+pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+/// While alive, SIGTERM, SIGINT and SIGHUP set a flag instead of killing the process; the
+/// previous dispositions come back when it is dropped.
+#[derive(Debug)]
+pub struct StopSignals {
+    previous: Vec<(Signal, SigAction)>,
+}
+
+impl StopSignals {
+    /// Installs the handler. Without `SA_RESTART`, so a blocking lock wait is interrupted.
+    pub fn install() -> io::Result<StopSignals> {
+        STOP_SIGNAL.store(0, Ordering::SeqCst);
+        let action = SigAction::new(
+            SigHandler::Handler(record_stop_signal),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        let mut previous = Vec::new();
+        for signal in STOP_SIGNALS {
+            // SAFETY: the handler only performs an atomic store, which is async-signal-safe,
+            // and it stays valid for the life of the process (a plain `extern "C" fn`).
+            let old =
+                unsafe { nix::sys::signal::sigaction(signal, &action) }.map_err(io::Error::from)?;
+            previous.push((signal, old));
+        }
+        Ok(StopSignals { previous })
+    }
+
+    /// The stop signal received since [`StopSignals::install`], if any.
+    pub fn received(&self) -> Option<Signal> {
+        match STOP_SIGNAL.load(Ordering::SeqCst) {
+            0 => None,
+            number => Signal::try_from(number).ok(),
+        }
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        for (signal, old) in self.previous.drain(..).rev() {
+            // SAFETY: restores a disposition that was in effect before `install`.
+            let _ = unsafe { nix::sys::signal::sigaction(signal, &old) };
+        }
+    }
+}
+
+/// Takes the sync lock (S-3.5) through its own open file description (two locks through one
+/// description would not conflict), if no other process holds it.
+pub fn try_take_sync_lock(home: &PgbakHome) -> Result<Option<LockGuard>, LockError> {
+    let lock_file = LockFile::open(&home.lock_file_path())?;
+    // The guard keeps the description open; the `LockFile` handle itself may go.
+    lock_file.try_lock(LockRange::Sync, LockKind::Exclusive)
+}
+
+/// Blocks until the sync lock is free and takes it (S-6.1: `sync` waits for a running sync).
+/// `Ok(None)` when one of the [`StopSignals`] arrived while waiting.
+pub fn wait_for_sync_lock(
+    home: &PgbakHome,
+    signals: &StopSignals,
+) -> Result<Option<LockGuard>, LockError> {
+    let lock_file = LockFile::open(&home.lock_file_path())?;
+    loop {
+        if signals.received().is_some() {
+            return Ok(None);
+        }
+        match lock_file.lock(LockRange::Sync, LockKind::Exclusive, Wait::Forever) {
+            Ok(guard) => return Ok(Some(guard)),
+            // Some other signal (none is expected) interrupted the wait: wait on.
+            Err(LockError::Interrupted { .. }) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::ScratchDirectory;
+    use crate::timestamp::{DirectoryName, UnixMillis};
+    use std::os::unix::fs::MetadataExt;
+
+    fn home(scratch: &ScratchDirectory) -> PgbakHome {
+        PgbakHome {
+            path: scratch.0.clone(),
+            owner_uid: nix::unistd::geteuid().as_raw(),
+        }
+    }
+
+    #[test]
+    fn the_log_is_private_and_one_line_per_call_with_control_characters_escaped() {
+        let scratch = ScratchDirectory::new("sync-log");
+        let home = home(&scratch);
+        let log = SyncLog::open(&home, false);
+        log.line("[script 20261124T154307Z]", "progress\r50%\x1b[K");
+        log.event(&Event::ScriptSucceeded {
+            directory: DirectoryName(1_795_478_400),
+            at: UnixMillis(0),
+        });
+        let text = std::fs::read_to_string(sync_log_path(&home)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].ends_with(" [script 20261124T154307Z] progress\\r50%\\u{1b}[K"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with(&format!(
+                " pgbak[{}] ScriptSucceeded 20261124T000000Z",
+                std::process::id()
+            )),
+            "{}",
+            lines[1]
+        );
+        let mode = std::fs::metadata(sync_log_path(&home)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_full_log_is_rotated_to_sync_log_1() {
+        let scratch = ScratchDirectory::new("sync-log-rotate");
+        let home = home(&scratch);
+        // A log just under the limit: the next line rotates it.
+        let filler = vec![b'x'; (SYNC_LOG_MAX_BYTES - 10) as usize];
+        std::fs::write(sync_log_path(&home), &filler).unwrap();
+        let log = SyncLog::open(&home, false);
+        log.note("after rotation");
+        let rotated = std::fs::metadata(home.path.join(SYNC_LOG_ROTATED_FILE_NAME)).unwrap();
+        assert_eq!(rotated.len(), filler.len() as u64);
+        let text = std::fs::read_to_string(sync_log_path(&home)).unwrap();
+        assert!(text.ends_with("note: after rotation\n"), "{text}");
+        assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn the_sync_lock_helpers_see_each_other() {
+        let scratch = ScratchDirectory::new("sync-lock");
+        let home = home(&scratch);
+        let observer = LockFile::open(&home.lock_file_path()).unwrap();
+        assert!(!observer.is_locked_by_other(LockRange::Sync).unwrap());
+        let held = try_take_sync_lock(&home).unwrap().expect("free");
+        assert!(observer.is_locked_by_other(LockRange::Sync).unwrap());
+        assert!(try_take_sync_lock(&home).unwrap().is_none());
+        drop(held);
+        assert!(!observer.is_locked_by_other(LockRange::Sync).unwrap());
+        assert!(try_take_sync_lock(&home).unwrap().is_some());
+    }
+}

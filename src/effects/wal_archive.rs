@@ -1,0 +1,1379 @@
+//! The archive path of `pgbak wal PATH` (S-2.1 – S-2.7): check the file, compress it once,
+//! store it in every open backup directory, record it in the journal.
+//!
+//! Owns: [`archive_wal`], its [`ArchiveOutcome`] and [`ArchiveError`], and the rules for what
+//! `wal` accepts (names, sizes, file types) and how it treats a name that is already stored.
+//!
+//! The steps, in order, and why:
+//! 1. Check the input (S-2.1): the name parses as a [`WalFileName`]; the path is a regular file
+//!    (a FIFO is opened non-blocking, so a wrong path never hangs the archiver); a segment or
+//!    `.partial` is a power of two between 1 MiB and 1 GiB, a history or backup history file
+//!    holds 1 byte to [`HISTORY_FILE_SIZE_MAX_BYTES`]. Nothing is created in `$PGBAK` before
+//!    the input passed, so a refused call leaves no trace.
+//! 2. Read it into memory once (a 16 MiB segment is the normal case; 1 GiB the limit). The
+//!    same bytes are compressed and, for a duplicate, compared: no second read that could see
+//!    different content.
+//! 3. Compress it (S-2.2) with the zstd library into an unnamed `O_TMPFILE` in `$PGBAK`: one
+//!    standard frame with the content size and the checksum flag, level and worker threads
+//!    from `[wal]` in the config. This happens before the journal is even opened, so the
+//!    journal lock is never held while compressing (S-2.6).
+//! 4. Choose the targets under the journal lock: refresh the journal, ask the machine
+//!    ([`archive_targets`]). If no directory is open, record `DirectoryOpened` right there
+//!    (intent before `mkdir`, S-3.2), under the same lock hold, so concurrent `wal` calls open
+//!    exactly one directory. Then, without the lock, create `TIMESTAMP/pg_wal/` as needed and
+//!    hard-link the file as `NAME.zst` into every target (S-2.7: compressed once), each link
+//!    followed by a directory fsync (S-2.3).
+//! 5. Record `WalArchived` under the journal lock, but only after checking, in that same lock
+//!    hold, that the refreshed state names no open directory this call has not linked into (a
+//!    sync may have opened a pending directory meanwhile); if it does, link there too and try
+//!    again (at most [`TARGET_ATTEMPTS_MAX`] lock holds in all). Only after that append
+//!    (fsynced) does `archive_wal` return `Ok`: the ack point of S-2.3.
+//!
+//! Invariants kept:
+//! - An archived file is never overwritten or replaced (S-2.4): links fail with `EEXIST`, and
+//!   an existing `NAME.zst` is compared, decompressed, with the input. Identical: made durable
+//!   and recorded with `already_present`. Different (or undecodable): the rejected compressed
+//!   bytes are kept as `$PGBAK/conflicts/NAME.TIMESTAMP.zst` and the call fails.
+//! - A crash at any moment leaves no partial file under any name: the bytes live in an unnamed
+//!   inode until they are complete and fsynced (see `durable`). A full `$PGBAK` (S-8.5) is the
+//!   same: the unnamed inode vanishes with the process, and the error says the disk is full.
+//! - A directory pgbak did not open is never created here, except a pending one the journal
+//!   says is open (the sync records `DirectoryOpened` before its `mkdir`): a directory whose
+//!   `TIMESTAMP/` vanished (a failed directory the sync removed) is dropped from the targets,
+//!   never resurrected.
+//! - Every file is 0600 and every directory 0700 whatever the umask (S-1.3), as `durable`
+//!   creates them; every descriptor is `O_CLOEXEC`.
+//! - Bounded: the input by [`WAL_SEGMENT_SIZE_MAX_BYTES`], the retries by
+//!   [`TARGET_ATTEMPTS_MAX`], memory by the input plus zstd's buffers (a duplicate is compared
+//!   in [`COMPARE_CHUNK_BYTES`] pieces, never decompressed whole).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::effects::config::Config;
+use crate::effects::durable::{self, PRIVATE_FILE_MODE, UnnamedFile};
+use crate::effects::environment::PgbakHome;
+use crate::effects::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
+use crate::effects::lock::{LockKind, LockRange, Wait};
+use crate::effects::tree_scan::WAL_DIRECTORY_NAME;
+use crate::hint::OperatorHint;
+use crate::journal::JournalError;
+use crate::machine::{DirectoryPhase, Event, archive_targets};
+use crate::timestamp::{DirectoryName, UnixMillis};
+use crate::wal_name::{WalFileKind, WalFileName};
+
+/// The smallest WAL segment PostgreSQL can be built or `initdb`ed with (`--wal-segsize=1`).
+pub const WAL_SEGMENT_SIZE_MIN_BYTES: u64 = 1 << 20;
+/// The largest (`--wal-segsize=1024`). Also the most `wal` ever reads into memory.
+pub const WAL_SEGMENT_SIZE_MAX_BYTES: u64 = 1 << 30;
+/// A timeline history file grows by one line per timeline switch and a backup history file is
+/// a few hundred bytes; 16 MiB is far beyond either, and keeps a wrong path from being read
+/// whole.
+pub const HISTORY_FILE_SIZE_MAX_BYTES: u64 = 16 << 20;
+/// Lock holds one call may take to settle its targets. A normal call needs two (choose, then
+/// record; three for the very first file, which opens a directory), and each directory a sync
+/// opens or removes meanwhile costs one more. More than a few in a row means something is
+/// wrong; the call fails without an ack and PostgreSQL retries it.
+pub const TARGET_ATTEMPTS_MAX: usize = 8;
+/// Piece size for comparing a stored file with the input without decompressing it whole.
+pub const COMPARE_CHUNK_BYTES: usize = 128 * 1024;
+/// `conflicts/NAME.TIMESTAMP.zst` is taken by different bytes in the same second: try
+/// `NAME.TIMESTAMP.2.zst` … up to this suffix.
+pub const CONFLICT_NAME_ATTEMPTS_MAX: u32 = 9;
+
+/// What [`archive_wal`] did. Returned only after the ack point (S-2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveOutcome {
+    pub file: WalFileName,
+    /// The directories that hold `NAME.zst` now and that the journal record names.
+    pub stored_in: Vec<DirectoryName>,
+    /// The stored file's size (the existing copy's, when it was already present).
+    pub compressed_bytes: u64,
+    /// The input's size.
+    pub source_bytes: u64,
+    /// Every target held an identical copy already (S-2.4: a retry after a crash).
+    pub already_present: bool,
+    /// The directory this call opened (first run, S-2.7), if any.
+    pub opened_directory: Option<DirectoryName>,
+}
+
+/// Why `pgbak wal` did not archive the file. Every message starts with `wal` and the path or
+/// name it is about; the hint says what the operator can do.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(
+        "wal {}: not a file PostgreSQL archives (a WAL segment of 24 hex digits, \
+         SEGMENT.partial, TIMELINE.history or SEGMENT.OFFSET.backup)",
+        .path.display()
+    )]
+    RefusedName { path: PathBuf },
+
+    #[error("wal {}: no such file", .path.display())]
+    Missing { path: PathBuf },
+
+    #[error("wal {}: is {what}, not a regular file", .path.display())]
+    NotARegularFile { path: PathBuf, what: &'static str },
+
+    #[error("wal {}: cannot be read", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("wal {}: is {size_bytes} bytes, but {expected}", .path.display())]
+    WrongSize {
+        path: PathBuf,
+        size_bytes: u64,
+        expected: &'static str,
+    },
+
+    #[error("wal {}: changed while it was read ({detail})", .path.display())]
+    ChangedWhileRead { path: PathBuf, detail: String },
+
+    #[error("wal {name}: cannot set up zstd compression")]
+    Compression {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("wal {name}: $PGBAK {} is full ({reason}), the file is not archived", .pgbak.display())]
+    StorageFull {
+        name: String,
+        pgbak: PathBuf,
+        reason: &'static str,
+        #[source]
+        source: anyhow::Error,
+    },
+
+    #[error("wal {name}: {action}")]
+    Storage {
+        name: String,
+        action: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "wal {name}: {} already exists and {detail}; it was left unchanged, and the rejected \
+         file was kept as {}",
+        .archived.display(),
+        .kept.display()
+    )]
+    Conflict {
+        name: String,
+        archived: PathBuf,
+        kept: PathBuf,
+        detail: String,
+    },
+
+    #[error("wal {name}")]
+    Journal {
+        name: String,
+        #[source]
+        source: anyhow::Error,
+    },
+
+    #[error(
+        "wal {name}: the journal says {} should receive WAL, but {} missing on disk",
+        list_directories(.missing),
+        if .missing.len() == 1 { "it is" } else { "they are" }
+    )]
+    NoDirectoryOnDisk {
+        name: String,
+        missing: Vec<DirectoryName>,
+    },
+
+    #[error(
+        "wal {name}: the open backup directories changed on each of {attempts} attempts; the \
+         file is stored in {} but not recorded",
+        list_directories(.linked)
+    )]
+    TargetsUnsettled {
+        name: String,
+        attempts: usize,
+        linked: Vec<DirectoryName>,
+    },
+}
+
+fn list_directories(names: &[DirectoryName]) -> String {
+    let names: Vec<String> = names.iter().map(ToString::to_string).collect();
+    if names.is_empty() {
+        "no directory".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl OperatorHint for ArchiveError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            ArchiveError::RefusedName { .. } | ArchiveError::NotARegularFile { .. } => {
+                "set archive_command = 'pgbak wal %p': PostgreSQL replaces %p with the path of \
+                 the WAL file to archive"
+                    .to_string()
+            }
+            ArchiveError::Missing { .. } => {
+                "PostgreSQL runs archive_command in its data directory with %p relative to it: \
+                 check archive_command = 'pgbak wal %p'"
+                    .to_string()
+            }
+            ArchiveError::Unreadable { .. } => {
+                "run pgbak as the PostgreSQL OS user (the one that runs archive_command), which \
+                 can read pg_wal"
+                    .to_string()
+            }
+            ArchiveError::WrongSize { .. } => {
+                "PostgreSQL archives only complete WAL files: check that archive_command is \
+                 'pgbak wal %p' and that nothing else writes to pg_wal"
+                    .to_string()
+            }
+            ArchiveError::ChangedWhileRead { .. } => {
+                "PostgreSQL archives only finished WAL files: look for another program writing \
+                 to pg_wal; PostgreSQL retries archive_command"
+                    .to_string()
+            }
+            ArchiveError::Compression { .. } => {
+                "check wal.compression_level and wal.compression_threads in $PGBAK/config.toml"
+                    .to_string()
+            }
+            ArchiveError::StorageFull { pgbak, .. } => format!(
+                "free space on the file system that holds {} (or raise the quota): PostgreSQL \
+                 keeps the WAL in pg_wal and retries archive_command, so nothing is lost, but \
+                 pg_wal grows until then",
+                pgbak.display()
+            ),
+            ArchiveError::Storage { .. } => {
+                "check the file system that holds $PGBAK: is it read-only or failing (see \
+                 dmesg)? PostgreSQL retries archive_command"
+                    .to_string()
+            }
+            ArchiveError::Conflict { .. } => {
+                "pgbak never overwrites an archived file: find out why two versions exist (two \
+                 servers archiving into one $PGBAK, or a restored server reusing a timeline) and \
+                 compare them with zstd -d -c; PostgreSQL retries until the call succeeds"
+                    .to_string()
+            }
+            // The journal's own error, further down the chain, carries the hint.
+            ArchiveError::Journal { .. } => return None,
+            ArchiveError::NoDirectoryOnDisk { .. } => {
+                "a backup directory was removed by hand: see pgbak status; pgbak sync --base \
+                 starts a new one"
+                    .to_string()
+            }
+            ArchiveError::TargetsUnsettled { .. } => {
+                "PostgreSQL retries archive_command; if this repeats, see pgbak status".to_string()
+            }
+        })
+    }
+}
+
+/// Archives `source` (the `%p` of `archive_command`) into `home`: see the module header for
+/// the steps. `Ok` only after the file and its journal record are durable (S-2.3).
+pub fn archive_wal(
+    home: &PgbakHome,
+    config: &Config,
+    source: &Path,
+    now: UnixMillis,
+) -> Result<ArchiveOutcome, ArchiveError> {
+    let input = read_input(source)?;
+    let mut compressed = compress(home, config, &input)?;
+    let mut store = Store {
+        home,
+        input: &input,
+        compressed: &mut compressed.file,
+        compressed_bytes: compressed.bytes,
+        now,
+        stored: BTreeMap::new(),
+        vanished: BTreeSet::new(),
+        opened_directory: None,
+    };
+    store.run()
+}
+
+/// A checked input file, read into memory.
+#[derive(Debug)]
+struct WalInput {
+    name: WalFileName,
+    bytes: Vec<u8>,
+}
+
+impl WalInput {
+    fn name(&self) -> String {
+        self.name.to_string()
+    }
+}
+
+/// The sizes S-2.1 accepts for `kind`, as the end of a message, or `None` if `size` is one.
+fn size_problem(kind: WalFileKind, size: u64) -> Option<&'static str> {
+    match kind {
+        WalFileKind::Segment | WalFileKind::Partial => {
+            let accepted = size.is_power_of_two()
+                && (WAL_SEGMENT_SIZE_MIN_BYTES..=WAL_SEGMENT_SIZE_MAX_BYTES).contains(&size);
+            (!accepted).then_some(
+                "a WAL segment is a power of two between 1 MiB and 1 GiB (16 MiB unless initdb \
+                 --wal-segsize changed it)",
+            )
+        }
+        // PostgreSQL never writes an empty history or backup history file; an empty one is
+        // a truncated copy, and archiving it would hide the real one.
+        WalFileKind::History | WalFileKind::BackupHistory => (!(1..=HISTORY_FILE_SIZE_MAX_BYTES)
+            .contains(&size))
+        .then_some("a history or backup history file holds 1 byte to 16 MiB"),
+    }
+}
+
+fn describe_file_type(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Step 1 and 2 of the module header.
+fn read_input(path: &Path) -> Result<WalInput, ArchiveError> {
+    let refused = || ArchiveError::RefusedName {
+        path: path.to_path_buf(),
+    };
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(WalFileName::parse)
+        .ok_or_else(refused)?;
+    let unreadable = |source: io::Error| {
+        if source.kind() == io::ErrorKind::NotFound {
+            ArchiveError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ArchiveError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+    // Classify before opening: opening a FIFO for reading would block until a writer comes.
+    let metadata = std::fs::metadata(path).map_err(unreadable)?;
+    check_regular_and_size(path, &name, &metadata)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        // Should the path turn into a FIFO between the check and the open, this still never
+        // blocks; on a regular file O_NONBLOCK has no effect.
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(unreadable)?;
+    let opened = file.metadata().map_err(unreadable)?;
+    check_regular_and_size(path, &name, &opened)?;
+    let size = opened.len();
+    let changed = |detail: String| ArchiveError::ChangedWhileRead {
+        path: path.to_path_buf(),
+        detail,
+    };
+    // The size was checked against WAL_SEGMENT_SIZE_MAX_BYTES, so it fits in memory's usize.
+    let capacity =
+        usize::try_from(size).map_err(|_| changed(format!("{size} bytes do not fit in memory")))?;
+    // One spare byte lets `read_to_end` see the end of the file without growing the buffer.
+    let mut bytes = Vec::with_capacity(capacity.saturating_add(1));
+    (&mut file)
+        .take(size.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 != size {
+        return Err(changed(format!(
+            "{size} bytes when opened, {} bytes read",
+            bytes.len()
+        )));
+    }
+    Ok(WalInput { name, bytes })
+}
+
+fn check_regular_and_size(
+    path: &Path,
+    name: &WalFileName,
+    metadata: &std::fs::Metadata,
+) -> Result<(), ArchiveError> {
+    if !metadata.file_type().is_file() {
+        return Err(ArchiveError::NotARegularFile {
+            path: path.to_path_buf(),
+            what: describe_file_type(metadata.file_type()),
+        });
+    }
+    if let Some(expected) = size_problem(name.kind(), metadata.len()) {
+        return Err(ArchiveError::WrongSize {
+            path: path.to_path_buf(),
+            size_bytes: metadata.len(),
+            expected,
+        });
+    }
+    Ok(())
+}
+
+/// The input, compressed, in an unnamed file in `$PGBAK`, fsynced on the first link.
+struct Compressed {
+    file: UnnamedFile,
+    bytes: u64,
+}
+
+fn is_storage_full(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+fn storage_full_reason(kind: io::ErrorKind) -> &'static str {
+    if kind == io::ErrorKind::QuotaExceeded {
+        "Disk quota exceeded"
+    } else {
+        "No space left on device"
+    }
+}
+
+/// An I/O failure while storing: disk full (S-8.5) gets its own message and hint.
+fn storage_error(
+    home: &PgbakHome,
+    input: &WalInput,
+    action: impl Into<String>,
+    source: io::Error,
+) -> ArchiveError {
+    if is_storage_full(source.kind()) {
+        ArchiveError::StorageFull {
+            name: input.name(),
+            pgbak: home.path.clone(),
+            reason: storage_full_reason(source.kind()),
+            // Where it ran out: the rest of the line after the summary.
+            source: anyhow::Error::new(source).context(action.into()),
+        }
+    } else {
+        ArchiveError::Storage {
+            name: input.name(),
+            action: action.into(),
+            source,
+        }
+    }
+}
+
+/// A journal failure; a full disk anywhere in its chain is reported as such (S-8.5).
+fn journal_error(home: &PgbakHome, input: &WalInput, source: anyhow::Error) -> ArchiveError {
+    let full = source
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .map(io::Error::kind)
+        .find(|kind| is_storage_full(*kind));
+    match full {
+        Some(kind) => ArchiveError::StorageFull {
+            name: input.name(),
+            pgbak: home.path.clone(),
+            reason: storage_full_reason(kind),
+            source,
+        },
+        None => ArchiveError::Journal {
+            name: input.name(),
+            source,
+        },
+    }
+}
+
+/// Step 3: one zstd frame with content size and checksum (S-2.2), into an unnamed file.
+fn compress(
+    home: &PgbakHome,
+    config: &Config,
+    input: &WalInput,
+) -> Result<Compressed, ArchiveError> {
+    let file = UnnamedFile::create_in(&home.path, PRIVATE_FILE_MODE).map_err(|source| {
+        storage_error(home, input, "cannot create the compressed file", source)
+    })?;
+    let setup = |source: io::Error| ArchiveError::Compression {
+        name: input.name(),
+        source,
+    };
+    let mut encoder =
+        zstd::stream::write::Encoder::new(file, config.wal.compression_level).map_err(setup)?;
+    encoder.include_checksum(true).map_err(setup)?;
+    encoder.include_contentsize(true).map_err(setup)?;
+    encoder
+        .set_pledged_src_size(Some(input.bytes.len() as u64))
+        .map_err(setup)?;
+    if config.wal.compression_threads > 0 {
+        encoder
+            .multithread(config.wal.compression_threads)
+            .map_err(setup)?;
+    }
+    let written = encoder
+        .write_all(&input.bytes)
+        .and_then(|()| encoder.finish());
+    let mut file = written.map_err(|source| {
+        storage_error(
+            home,
+            input,
+            format!(
+                "cannot write the compressed file in {}",
+                home.path.display()
+            ),
+            source,
+        )
+    })?;
+    file.flush()
+        .map_err(|source| storage_error(home, input, "cannot write the compressed file", source))?;
+    let bytes = file
+        .file()
+        .metadata()
+        .map_err(|source| storage_error(home, input, "cannot stat the compressed file", source))?
+        .len();
+    Ok(Compressed { file, bytes })
+}
+
+/// How a target directory holds `NAME.zst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// Linked by this call.
+    Linked,
+    /// An identical copy was there already, now made durable.
+    AlreadyPresent { compressed_bytes: u64 },
+}
+
+/// What one lock hold decided.
+enum Decision {
+    /// `DirectoryOpened` was recorded for this directory: create it.
+    Opened(DirectoryName),
+    /// These open directories (with their phase) do not hold the file yet.
+    Link(Vec<(DirectoryName, DirectoryPhase)>),
+    /// `WalArchived` was recorded.
+    Recorded,
+    /// Nothing holds the file and no open directory is left to put it in.
+    NoDirectory(Vec<DirectoryName>),
+}
+
+/// Why a lock hold ended without a decision.
+enum HoldError {
+    /// The refresh found the journal damaged: reopen it (which rebuilds it) and go on.
+    Reopen,
+    Failed(anyhow::Error),
+}
+
+/// Steps 4 and 5 of the module header.
+struct Store<'a> {
+    home: &'a PgbakHome,
+    input: &'a WalInput,
+    compressed: &'a mut UnnamedFile,
+    compressed_bytes: u64,
+    now: UnixMillis,
+    stored: BTreeMap<DirectoryName, Stored>,
+    /// Targets whose `TIMESTAMP/` was gone: removed by the sync after a failed base backup.
+    vanished: BTreeSet<DirectoryName>,
+    opened_directory: Option<DirectoryName>,
+}
+
+impl Store<'_> {
+    fn run(&mut self) -> Result<ArchiveOutcome, ArchiveError> {
+        crate::failpoint::fail_point("wal-after-compress");
+        let mut journal = journal_file::open_journal(self.home, self.now)
+            .map_err(|error| journal_error(self.home, self.input, error))?;
+        let mut reopened = false;
+        for _ in 0..TARGET_ATTEMPTS_MAX {
+            let decision = match self.decide(&mut journal) {
+                Ok(decision) => decision,
+                Err(HoldError::Reopen) if !reopened => {
+                    reopened = true;
+                    journal = journal_file::open_journal(self.home, self.now)
+                        .map_err(|error| journal_error(self.home, self.input, error))?;
+                    continue;
+                }
+                Err(HoldError::Reopen) => {
+                    return Err(journal_error(
+                        self.home,
+                        self.input,
+                        anyhow::anyhow!(
+                            "journal {}: damaged again right after it was rebuilt",
+                            self.home.lock_file_path().display()
+                        ),
+                    ));
+                }
+                Err(HoldError::Failed(error)) => {
+                    return Err(journal_error(self.home, self.input, error));
+                }
+            };
+            match decision {
+                Decision::Opened(directory) => {
+                    self.opened_directory = Some(directory);
+                    self.create_directory(directory)?;
+                }
+                Decision::Link(targets) => {
+                    self.link_into_targets(&targets)?;
+                    crate::failpoint::fail_point("wal-after-link");
+                }
+                Decision::Recorded => {
+                    crate::failpoint::fail_point("wal-after-journal");
+                    return Ok(self.outcome());
+                }
+                Decision::NoDirectory(missing) => {
+                    return Err(ArchiveError::NoDirectoryOnDisk {
+                        name: self.input.name(),
+                        missing,
+                    });
+                }
+            }
+        }
+        Err(ArchiveError::TargetsUnsettled {
+            name: self.input.name(),
+            attempts: TARGET_ATTEMPTS_MAX,
+            linked: self.stored.keys().copied().collect(),
+        })
+    }
+
+    fn outcome(&self) -> ArchiveOutcome {
+        ArchiveOutcome {
+            file: self.input.name.clone(),
+            stored_in: self.stored.keys().copied().collect(),
+            compressed_bytes: self.recorded_bytes(),
+            source_bytes: self.input.bytes.len() as u64,
+            already_present: self.all_already_present(),
+            opened_directory: self.opened_directory,
+        }
+    }
+
+    /// Every target had an identical copy. A mix (a crash between two links) counts as new:
+    /// the record comes after all links, so the journal has not counted the file anywhere.
+    fn all_already_present(&self) -> bool {
+        !self.stored.is_empty()
+            && self
+                .stored
+                .values()
+                .all(|stored| matches!(stored, Stored::AlreadyPresent { .. }))
+    }
+
+    fn recorded_bytes(&self) -> u64 {
+        self.stored
+            .values()
+            .find_map(|stored| match stored {
+                Stored::AlreadyPresent { compressed_bytes } => Some(*compressed_bytes),
+                Stored::Linked => None,
+            })
+            .filter(|_| self.all_already_present())
+            .unwrap_or(self.compressed_bytes)
+    }
+
+    /// One hold of the journal lock: refresh, look at the targets, append if the decision is
+    /// an append. Never compresses, links or creates directories (S-2.6: milliseconds).
+    fn decide(&self, opened: &mut OpenedJournal) -> Result<Decision, HoldError> {
+        let lock_path = opened.lock_file.path().to_path_buf();
+        let in_journal = |error: JournalError| {
+            anyhow::Error::new(error).context(format!("journal {}", lock_path.display()))
+        };
+        let _guard = opened
+            .lock_file
+            .lock(
+                LockRange::Journal,
+                LockKind::Exclusive,
+                Wait::UpTo(JOURNAL_LOCK_WAIT),
+            )
+            .map_err(|error| HoldError::Failed(anyhow::Error::new(error)))?;
+        match opened.journal.refresh(self.now) {
+            Ok(_) => {}
+            Err(JournalError::NeedsRebuild { .. }) => return Err(HoldError::Reopen),
+            Err(error) => return Err(HoldError::Failed(in_journal(error))),
+        }
+        let state = opened.journal.state();
+        let targets = archive_targets(state, self.now);
+        if let Some(directory) = targets.open_directory {
+            // Recorded before the mkdir (intent, S-3.2), in the same lock hold that saw no
+            // open directory: concurrent first calls open exactly one.
+            let event = Event::DirectoryOpened {
+                directory,
+                at: self.now,
+            };
+            opened
+                .journal
+                .append(&[event], self.now)
+                .map_err(|error| HoldError::Failed(in_journal(error)))?;
+            return Ok(Decision::Opened(directory));
+        }
+        let missing: Vec<(DirectoryName, DirectoryPhase)> = targets
+            .directories
+            .iter()
+            .filter(|name| !self.stored.contains_key(name) && !self.vanished.contains(name))
+            .filter_map(|name| state.directories.get(name).map(|d| (*name, d.phase)))
+            .collect();
+        if !missing.is_empty() {
+            return Ok(Decision::Link(missing));
+        }
+        if self.stored.is_empty() {
+            return Ok(Decision::NoDirectory(targets.directories));
+        }
+        crate::failpoint::fail_point("wal-before-journal");
+        // Directories that closed meanwhile (sealed, failed) stay in the record: the file is
+        // in them, and the machine counts it only where that still matters.
+        let event = Event::WalArchived {
+            file: self.input.name.clone(),
+            compressed_bytes: self.recorded_bytes(),
+            directories: self.stored.keys().copied().collect(),
+            already_present: self.all_already_present(),
+            at: self.now,
+        };
+        opened
+            .journal
+            .append(&[event], self.now)
+            .map_err(|error| HoldError::Failed(in_journal(error)))?;
+        Ok(Decision::Recorded)
+    }
+
+    fn wal_directory(&self, directory: DirectoryName) -> PathBuf {
+        self.home.directory_path(directory).join(WAL_DIRECTORY_NAME)
+    }
+
+    /// `TIMESTAMP/` and `TIMESTAMP/pg_wal/`, 0700, each entry fsynced (idempotent).
+    fn create_directory(&self, directory: DirectoryName) -> Result<(), ArchiveError> {
+        let path = self.home.directory_path(directory);
+        for path in [path.clone(), path.join(WAL_DIRECTORY_NAME)] {
+            durable::create_private_directory(&path).map_err(|source| {
+                storage_error(
+                    self.home,
+                    self.input,
+                    format!("cannot create {}", path.display()),
+                    source,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn link_into_targets(
+        &mut self,
+        targets: &[(DirectoryName, DirectoryPhase)],
+    ) -> Result<(), ArchiveError> {
+        // First look for existing copies everywhere, so a conflict is found before the new
+        // bytes went into any directory.
+        let mut to_link = Vec::new();
+        for &(directory, phase) in targets {
+            let target = self.wal_directory(directory).join(self.compressed_name());
+            match std::fs::symlink_metadata(&target) {
+                Ok(_) => {
+                    let stored = self.accept_existing(&target)?;
+                    self.stored.insert(directory, stored);
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    to_link.push((directory, phase));
+                }
+                Err(source) => {
+                    return Err(storage_error(
+                        self.home,
+                        self.input,
+                        format!("cannot look at {}", target.display()),
+                        source,
+                    ));
+                }
+            }
+        }
+        for (directory, phase) in to_link {
+            if let Some(stored) = self.link_into(directory, phase)? {
+                self.stored.insert(directory, stored);
+            } else {
+                self.vanished.insert(directory);
+            }
+        }
+        Ok(())
+    }
+
+    fn compressed_name(&self) -> String {
+        self.input.name.compressed_name()
+    }
+
+    /// Links the file into one target; `None` if the directory is gone.
+    fn link_into(
+        &mut self,
+        directory: DirectoryName,
+        phase: DirectoryPhase,
+    ) -> Result<Option<Stored>, ArchiveError> {
+        let directory_path = self.home.directory_path(directory);
+        let wal_directory = directory_path.join(WAL_DIRECTORY_NAME);
+        // A pending directory may be recorded but not created yet (the sync, or another
+        // `wal`, records DirectoryOpened before its mkdir). Any other directory that is not
+        // on disk was removed, and must not come back.
+        let mut to_create = Vec::new();
+        if phase == DirectoryPhase::Pending {
+            to_create.push(directory_path.clone());
+        }
+        to_create.push(wal_directory.clone());
+        for path in to_create {
+            match durable::create_private_directory(&path) {
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => {
+                    return Err(storage_error(
+                        self.home,
+                        self.input,
+                        format!("cannot create {}", path.display()),
+                        source,
+                    ));
+                }
+            }
+        }
+        let name = self.compressed_name();
+        match link_or_copy(self.compressed, &wal_directory, &name) {
+            Ok(()) => Ok(Some(Stored::Linked)),
+            // The directory was removed between mkdir and link.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            // Another process stored the same name meanwhile (S-2.4).
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                self.accept_existing(&wal_directory.join(&name)).map(Some)
+            }
+            Err(source) => Err(storage_error(
+                self.home,
+                self.input,
+                format!("cannot store {}", wal_directory.join(&name).display()),
+                source,
+            )),
+        }
+    }
+
+    /// S-2.4: an identical existing copy is made durable and accepted; anything else is a
+    /// conflict, and the rejected bytes are kept in `conflicts/`.
+    fn accept_existing(&mut self, archived: &Path) -> Result<Stored, ArchiveError> {
+        let looking = |source: io::Error| {
+            storage_error(
+                self.home,
+                self.input,
+                format!("cannot compare with {}", archived.display()),
+                source,
+            )
+        };
+        match compare_stored(archived, &self.input.bytes).map_err(looking)? {
+            Comparison::Identical { compressed_bytes } => {
+                make_existing_durable(archived).map_err(looking)?;
+                Ok(Stored::AlreadyPresent { compressed_bytes })
+            }
+            Comparison::Different(detail) => {
+                let kept = self.keep_conflict()?;
+                Err(ArchiveError::Conflict {
+                    name: self.input.name(),
+                    archived: archived.to_path_buf(),
+                    kept,
+                    detail,
+                })
+            }
+        }
+    }
+
+    /// `$PGBAK/conflicts/NAME.TIMESTAMP.zst` (0600, durable); the same bytes kept in the same
+    /// second (PostgreSQL retrying) are kept once.
+    fn keep_conflict(&mut self) -> Result<PathBuf, ArchiveError> {
+        let conflicts = self.home.conflicts_path();
+        durable::create_private_directory(&conflicts).map_err(|source| {
+            storage_error(
+                self.home,
+                self.input,
+                format!("cannot create {}", conflicts.display()),
+                source,
+            )
+        })?;
+        let timestamp = self.now.to_timestamp_string();
+        for attempt in 1..=CONFLICT_NAME_ATTEMPTS_MAX {
+            let name = if attempt == 1 {
+                format!("{}.{timestamp}.zst", self.input.name)
+            } else {
+                format!("{}.{timestamp}.{attempt}.zst", self.input.name)
+            };
+            let path = conflicts.join(&name);
+            let keep_error = |source: io::Error| {
+                storage_error(
+                    self.home,
+                    self.input,
+                    format!("cannot keep the rejected file as {}", path.display()),
+                    source,
+                )
+            };
+            match link_or_copy(self.compressed, &conflicts, &name) {
+                Ok(()) => return Ok(path),
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    if let Comparison::Identical { .. } =
+                        compare_stored(&path, &self.input.bytes).map_err(keep_error)?
+                    {
+                        return Ok(path);
+                    }
+                }
+                Err(source) => return Err(keep_error(source)),
+            }
+        }
+        Err(storage_error(
+            self.home,
+            self.input,
+            format!(
+                "cannot keep the rejected file in {}: {CONFLICT_NAME_ATTEMPTS_MAX} names for \
+                 this second are taken",
+                conflicts.display()
+            ),
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        ))
+    }
+}
+
+/// Hard-links the unnamed file as `directory/name`; should `directory` be on another file
+/// system (an operator's symlink), writes a durable copy there instead.
+fn link_or_copy(file: &mut UnnamedFile, directory: &Path, name: &str) -> io::Result<()> {
+    match file.link_into(directory, name) {
+        Err(error) if error.kind() == io::ErrorKind::CrossesDevices => {
+            let mut copy = UnnamedFile::create_in(directory, PRIVATE_FILE_MODE)?;
+            let mut reader = file.file();
+            reader.rewind()?;
+            io::copy(&mut reader, &mut copy)?;
+            copy.persist_as(name)
+        }
+        other => other,
+    }
+}
+
+/// Whether a stored `NAME.zst` holds exactly the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Comparison {
+    Identical {
+        compressed_bytes: u64,
+    },
+    /// How it differs, as the end of "… already exists and …".
+    Different(String),
+}
+
+/// Decompresses `path` piece by piece and compares it with `source`. Decoding errors (a
+/// damaged file, a bad checksum, not zstd at all) are a difference; failing to open or read
+/// the file is an `Err`.
+fn compare_stored(path: &Path, source: &[u8]) -> io::Result<Comparison> {
+    let file = File::open(path)?;
+    let compressed_bytes = file.metadata()?.len();
+    let mut decoder = match zstd::stream::read::Decoder::new(file) {
+        Ok(decoder) => decoder,
+        Err(error) => return Ok(Comparison::Different(format!("cannot be decoded: {error}"))),
+    };
+    let mut buffer = vec![0u8; COMPARE_CHUNK_BYTES];
+    let mut offset = 0usize;
+    loop {
+        let read = match decoder.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) if error.raw_os_error().is_some() => return Err(error),
+            Err(error) => {
+                return Ok(Comparison::Different(format!(
+                    "cannot be decompressed ({error}) after {offset} bytes"
+                )));
+            }
+        };
+        let end = offset.saturating_add(read);
+        if end > source.len() {
+            return Ok(Comparison::Different(format!(
+                "holds more than the {} bytes of the new file",
+                source.len()
+            )));
+        }
+        if buffer[..read] != source[offset..end] {
+            return Ok(Comparison::Different("holds different content".to_string()));
+        }
+        offset = end;
+    }
+    if offset != source.len() {
+        return Ok(Comparison::Different(format!(
+            "holds {offset} bytes, the new file {}",
+            source.len()
+        )));
+    }
+    Ok(Comparison::Identical { compressed_bytes })
+}
+
+/// S-2.4: the existing copy may come from a call that crashed before its fsyncs.
+fn make_existing_durable(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()?;
+    let wal_directory = path.parent().unwrap_or(Path::new("."));
+    durable::fsync_directory(wal_directory)?;
+    if let Some(directory) = wal_directory.parent() {
+        durable::fsync_directory(directory)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::effects::journal_file::inspect_journal;
+    use crate::effects::lock::LockFile;
+    use crate::test_support::ScratchDirectory;
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+
+    const NOW: UnixMillis = UnixMillis(1_795_478_400_000);
+
+    fn home_in(scratch: &ScratchDirectory) -> PgbakHome {
+        PgbakHome {
+            path: scratch.0.clone(),
+            owner_uid: fs::metadata(&scratch.0).unwrap().uid(),
+        }
+    }
+
+    fn segment_bytes(size: usize, seed: u64) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(size);
+        let mut counter = seed;
+        while bytes.len() < size {
+            counter = counter.wrapping_add(1);
+            bytes.extend_from_slice(b"pgbak wal record ");
+            bytes.extend_from_slice(&counter.to_le_bytes());
+        }
+        bytes.truncate(size);
+        bytes
+    }
+
+    fn single_threaded() -> Config {
+        let mut config = Config::default();
+        config.wal.compression_threads = 0;
+        config
+    }
+
+    #[test]
+    fn size_rules_follow_s_2_1() {
+        let segment = WalFileKind::Segment;
+        assert!(size_problem(segment, 16 << 20).is_none());
+        assert!(size_problem(segment, 1 << 20).is_none());
+        assert!(size_problem(segment, 1 << 30).is_none());
+        assert!(size_problem(segment, 512 << 10).is_some());
+        assert!(size_problem(segment, 2 << 30).is_some());
+        assert!(size_problem(segment, 3 << 20).is_some());
+        assert!(size_problem(segment, 0).is_some());
+        assert!(size_problem(WalFileKind::Partial, 3 << 20).is_some());
+        assert!(size_problem(WalFileKind::History, 41).is_none());
+        assert!(size_problem(WalFileKind::History, 0).is_some());
+        assert!(size_problem(WalFileKind::BackupHistory, (16 << 20) + 1).is_some());
+    }
+
+    #[test]
+    fn a_segment_is_stored_once_per_open_directory_and_decompresses_to_the_input() {
+        let scratch = ScratchDirectory::new("wal-archive-basic");
+        let home = home_in(&scratch);
+        let source_directory = ScratchDirectory::new("wal-archive-basic-src");
+        let source = source_directory.0.join("000000010000000000000001");
+        let bytes = segment_bytes(1 << 20, 1);
+        fs::write(&source, &bytes).unwrap();
+
+        let outcome = archive_wal(&home, &single_threaded(), &source, NOW).unwrap();
+        let directory = DirectoryName::from_millis(NOW);
+        assert_eq!(outcome.opened_directory, Some(directory));
+        assert_eq!(outcome.stored_in, vec![directory]);
+        assert!(!outcome.already_present);
+        let stored = home
+            .directory_path(directory)
+            .join("pg_wal/000000010000000000000001.zst");
+        assert_eq!(
+            fs::metadata(&stored).unwrap().len(),
+            outcome.compressed_bytes
+        );
+        assert_eq!(
+            zstd::decode_all(File::open(&stored).unwrap()).unwrap(),
+            bytes
+        );
+
+        let lock_file = LockFile::open(&home.lock_file_path()).unwrap();
+        let state = inspect_journal(&lock_file).unwrap().state.unwrap();
+        assert_eq!(state.directories[&directory].wal_files, 1);
+        assert_eq!(state.wal.archived_count, 1);
+
+        // A retry (PostgreSQL after a crash) is accepted and recorded as already present.
+        let again = archive_wal(&home, &single_threaded(), &source, NOW.plus_millis(5)).unwrap();
+        assert!(again.already_present);
+        assert_eq!(again.opened_directory, None);
+        assert_eq!(again.compressed_bytes, outcome.compressed_bytes);
+        let state = inspect_journal(&lock_file).unwrap().state.unwrap();
+        assert_eq!(state.directories[&directory].wal_files, 1);
+        assert_eq!(state.wal.archived_count, 2);
+    }
+
+    #[test]
+    fn the_frame_has_the_content_size_and_a_checksum() {
+        let scratch = ScratchDirectory::new("wal-archive-frame");
+        let home = home_in(&scratch);
+        let source = scratch.0.join("00000002.history");
+        let bytes = b"1\t0/3000000\tno recovery target specified\n".to_vec();
+        fs::write(&source, &bytes).unwrap();
+        for threads in [0, 2] {
+            let mut config = Config::default();
+            config.wal.compression_threads = threads;
+            let input = read_input(&source).unwrap();
+            let compressed = compress(&home, &config, &input).unwrap();
+            let mut frame = Vec::new();
+            let mut reader = compressed.file.file();
+            reader.rewind().unwrap();
+            reader.read_to_end(&mut frame).unwrap();
+            assert_eq!(frame.len() as u64, compressed.bytes);
+            assert_eq!(
+                zstd::zstd_safe::get_frame_content_size(&frame).ok(),
+                Some(Some(bytes.len() as u64)),
+                "threads {threads}"
+            );
+            // Frame header descriptor, bit 2: content checksum flag (RFC 8878, 3.1.1.1.1).
+            assert_ne!(frame[4] & 0b100, 0, "threads {threads}");
+            assert_eq!(zstd::decode_all(&frame[..]).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn a_damaged_existing_copy_is_a_conflict() {
+        let scratch = ScratchDirectory::new("wal-archive-damaged");
+        let home = home_in(&scratch);
+        let source = scratch.0.join("00000003.history");
+        fs::write(&source, b"2\t0/4000000\tbefore 2026\n").unwrap();
+        let first = archive_wal(&home, &single_threaded(), &source, NOW).unwrap();
+        let stored = home
+            .directory_path(first.stored_in[0])
+            .join("pg_wal/00000003.history.zst");
+        let mut damaged = fs::read(&stored).unwrap();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff; // the checksum
+        fs::remove_file(&stored).unwrap();
+        fs::write(&stored, &damaged).unwrap();
+
+        let error =
+            archive_wal(&home, &single_threaded(), &source, NOW.plus_millis(1000)).unwrap_err();
+        assert!(matches!(error, ArchiveError::Conflict { .. }), "{error}");
+        assert_eq!(fs::read(&stored).unwrap(), damaged);
+        let kept = home.conflicts_path().join(format!(
+            "00000003.history.{}.zst",
+            NOW.plus_millis(1000).to_timestamp_string()
+        ));
+        assert!(kept.is_file(), "{error}");
+    }
+
+    #[test]
+    fn a_vanished_target_is_dropped_and_never_recreated() {
+        // The journal says a current directory exists, but an operator removed it: nothing to
+        // store into, and it is not recreated.
+        let scratch = ScratchDirectory::new("wal-archive-vanished");
+        let home = home_in(&scratch);
+        let source = scratch.0.join("000000010000000000000001");
+        fs::write(&source, segment_bytes(1 << 20, 3)).unwrap();
+        let first = archive_wal(&home, &single_threaded(), &source, NOW).unwrap();
+        let directory = first.stored_in[0];
+        {
+            let mut opened = journal_file::open_journal(&home, NOW).unwrap();
+            opened
+                .append(
+                    &[
+                        Event::SyncStarted {
+                            pid: 1,
+                            force_script: false,
+                            force_base: false,
+                            at: NOW,
+                        },
+                        Event::BaseBackupStarted { directory, at: NOW },
+                        Event::BaseBackupFinished {
+                            directory,
+                            base_bytes: 10,
+                            at: NOW,
+                        },
+                    ],
+                    NOW,
+                )
+                .unwrap();
+        }
+        fs::remove_dir_all(home.directory_path(directory)).unwrap();
+        let next = scratch.0.join("000000010000000000000002");
+        fs::write(&next, segment_bytes(1 << 20, 4)).unwrap();
+        let error = archive_wal(&home, &single_threaded(), &next, NOW.plus_millis(1)).unwrap_err();
+        assert!(
+            matches!(error, ArchiveError::NoDirectoryOnDisk { .. }),
+            "{error}"
+        );
+        assert!(error.hint().is_some());
+        assert!(!home.directory_path(directory).exists());
+    }
+    /// Makes the first directory current (as a finished base backup does), so the next
+    /// directory opened is a second, pending one.
+    fn finish_base_backup(home: &PgbakHome, directory: DirectoryName) {
+        let mut opened = journal_file::open_journal(home, NOW).unwrap();
+        opened
+            .append(
+                &[
+                    Event::SyncStarted {
+                        pid: 1,
+                        force_script: false,
+                        force_base: false,
+                        at: NOW,
+                    },
+                    Event::BaseBackupStarted { directory, at: NOW },
+                    Event::BaseBackupFinished {
+                        directory,
+                        base_bytes: 10,
+                        at: NOW,
+                    },
+                ],
+                NOW,
+            )
+            .unwrap();
+    }
+
+    fn open_pending(home: &PgbakHome, directory: DirectoryName) {
+        let mut opened = journal_file::open_journal(home, NOW).unwrap();
+        opened
+            .append(&[Event::DirectoryOpened { directory, at: NOW }], NOW)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_pending_directory_recorded_but_not_created_yet_gets_a_hard_link_too() {
+        let scratch = ScratchDirectory::new("wal-archive-pending");
+        let home = home_in(&scratch);
+        let first = scratch.0.join("000000010000000000000001");
+        fs::write(&first, segment_bytes(1 << 20, 1)).unwrap();
+        let current = archive_wal(&home, &single_threaded(), &first, NOW)
+            .unwrap()
+            .stored_in[0];
+        finish_base_backup(&home, current);
+        // The sync records DirectoryOpened before its mkdir (S-3.2): `wal` may come between.
+        let pending = DirectoryName(current.0 + 60);
+        open_pending(&home, pending);
+        assert!(!home.directory_path(pending).exists());
+
+        let second = scratch.0.join("000000010000000000000002");
+        fs::write(&second, segment_bytes(1 << 20, 2)).unwrap();
+        let outcome = archive_wal(&home, &single_threaded(), &second, NOW.plus_millis(1)).unwrap();
+        assert_eq!(outcome.stored_in, vec![current, pending]);
+        let inode = |directory: DirectoryName| {
+            fs::metadata(
+                home.directory_path(directory)
+                    .join("pg_wal/000000010000000000000002.zst"),
+            )
+            .unwrap()
+            .ino()
+        };
+        assert_eq!(inode(current), inode(pending), "compressed once (S-2.7)");
+        for path in [
+            home.directory_path(pending),
+            home.directory_path(pending).join("pg_wal"),
+        ] {
+            assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o700);
+        }
+    }
+
+    #[test]
+    fn a_copy_present_in_one_target_only_is_completed_and_counted_as_new() {
+        // A crash between the two links of an earlier call: the retry finds the file in the
+        // current directory, adds it to the pending one, and records it as new, since the
+        // journal record (which comes after every link) was never written.
+        let scratch = ScratchDirectory::new("wal-archive-mixed");
+        let home = home_in(&scratch);
+        let first = scratch.0.join("000000010000000000000001");
+        fs::write(&first, segment_bytes(1 << 20, 1)).unwrap();
+        let current = archive_wal(&home, &single_threaded(), &first, NOW)
+            .unwrap()
+            .stored_in[0];
+        finish_base_backup(&home, current);
+        let third = scratch.0.join("000000010000000000000003");
+        fs::write(&third, segment_bytes(1 << 20, 3)).unwrap();
+        archive_wal(&home, &single_threaded(), &third, NOW).unwrap();
+        let pending = DirectoryName(current.0 + 60);
+        open_pending(&home, pending);
+
+        let retry = archive_wal(&home, &single_threaded(), &third, NOW.plus_millis(1)).unwrap();
+        assert_eq!(retry.stored_in, vec![current, pending]);
+        assert!(!retry.already_present);
+        let stored = home
+            .directory_path(pending)
+            .join("pg_wal/000000010000000000000003.zst");
+        assert_eq!(
+            zstd::decode_all(File::open(stored).unwrap()).unwrap(),
+            segment_bytes(1 << 20, 3)
+        );
+    }
+
+    #[test]
+    fn a_full_disk_anywhere_in_a_journal_error_is_reported_as_full() {
+        let scratch = ScratchDirectory::new("wal-archive-full-journal");
+        let home = home_in(&scratch);
+        let input = WalInput {
+            name: WalFileName::parse("000000010000000000000001").unwrap(),
+            bytes: Vec::new(),
+        };
+        let full = anyhow::Error::new(io::Error::from(io::ErrorKind::StorageFull))
+            .context("journal /x/pgbak.lock");
+        let error = journal_error(&home, &input, full);
+        assert!(
+            matches!(
+                error,
+                ArchiveError::StorageFull {
+                    reason: "No space left on device",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let quota = anyhow::Error::new(io::Error::from(io::ErrorKind::QuotaExceeded));
+        let error = journal_error(&home, &input, quota);
+        assert!(
+            error.to_string().contains("(Disk quota exceeded)"),
+            "{error}"
+        );
+        let other = anyhow::anyhow!("journal /x/pgbak.lock: something else");
+        let error = journal_error(&home, &input, other);
+        assert!(matches!(error, ArchiveError::Journal { .. }), "{error}");
+        assert!(
+            error.hint().is_none(),
+            "the journal's own error has the hint"
+        );
+    }
+
+    #[test]
+    fn a_target_on_another_file_system_gets_a_durable_copy() {
+        // An operator may symlink a directory elsewhere: linkat fails with EXDEV.
+        let shm = Path::new("/dev/shm");
+        let scratch = ScratchDirectory::new("wal-archive-exdev");
+        if !shm.is_dir()
+            || fs::metadata(shm).unwrap().dev() == fs::metadata(&scratch.0).unwrap().dev()
+        {
+            return; // No second file system here: nothing to check.
+        }
+        let elsewhere = ScratchDirectory::under(shm, "wal-archive-exdev");
+        let mut file = UnnamedFile::create_in(&scratch.0, PRIVATE_FILE_MODE).unwrap();
+        file.write_all(b"compressed bytes").unwrap();
+        link_or_copy(&mut file, &elsewhere.0, "x.zst").unwrap();
+        let copy = elsewhere.0.join("x.zst");
+        assert_eq!(fs::read(&copy).unwrap(), b"compressed bytes");
+        assert_eq!(fs::metadata(&copy).unwrap().mode() & 0o7777, 0o600);
+        let error = link_or_copy(&mut file, &elsewhere.0, "x.zst").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn two_different_rejections_in_one_second_are_both_kept() {
+        let scratch = ScratchDirectory::new("wal-archive-two-conflicts");
+        let home = home_in(&scratch);
+        let source = scratch.0.join("00000002.history");
+        fs::write(&source, b"1\t0/3000000\toriginal\n").unwrap();
+        archive_wal(&home, &single_threaded(), &source, NOW).unwrap();
+        let mut kept = Vec::new();
+        for content in ["1\t0/3000000\tfirst\n", "1\t0/3000000\tsecond\n"] {
+            fs::write(&source, content).unwrap();
+            for _retry in 0..2 {
+                match archive_wal(&home, &single_threaded(), &source, NOW.plus_millis(1)) {
+                    Err(ArchiveError::Conflict { kept: path, .. }) => kept.push(path),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        let timestamp = NOW.to_timestamp_string();
+        let first = home
+            .conflicts_path()
+            .join(format!("00000002.history.{timestamp}.zst"));
+        let second = home
+            .conflicts_path()
+            .join(format!("00000002.history.{timestamp}.2.zst"));
+        // The same rejected bytes retried are kept once; different ones get their own name.
+        assert_eq!(kept, vec![first.clone(), first, second.clone(), second]);
+        assert_eq!(fs::read_dir(home.conflicts_path()).unwrap().count(), 2);
+    }
+}

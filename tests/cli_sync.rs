@@ -1,0 +1,897 @@
+//! `pgbak sync`, `force-sync` and `wait` through the real binary (S-4.5, S-5, S-6), without
+//! PostgreSQL: `pg_basebackup` is a shell script that writes a small tar to stdout (the config
+//! points `pg_basebackup.path` at it), and WAL is archived through the library exactly as
+//! `pgbak wal` records it (the file in every target directory, then the journal record), so no
+//! background sync starts behind a test's back.
+//!
+//! The backup scripts log every run to `$TEST_OUT/runs` as `EPOCH PWD $1 $2 $PGBAK`; the tests
+//! check what the scripts saw and what the journal recorded. Nothing asserts how long anything
+//! took, except lower bounds the machine guarantees (the backoff between retries); every wait
+//! has a generous limit only so a bug cannot hang the test run.
+
+use pgbak::effects::environment::PgbakHome;
+use pgbak::effects::journal_file;
+use pgbak::effects::sync_process;
+use pgbak::journal::Record;
+use pgbak::machine::{Event, SyncStopReason, archive_targets};
+use pgbak::timestamp::DirectoryName;
+use pgbak::wal_name::WalFileName;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Only so a bug cannot hang the test run; never a statement about speed.
+const GENEROUS: Duration = Duration::from_secs(180);
+
+/// A scratch world: `$PGBAK`, a fake PostgreSQL data directory for the fake `pg_basebackup`,
+/// and `out/` where scripts leave what they saw. Removed on drop, after killing any process
+/// whose pid a script left in `out/*.pid`.
+struct Fixture {
+    root: PathBuf,
+    pgbak: PathBuf,
+    out: PathBuf,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        Fixture::with_config(name, "")
+    }
+
+    /// `extra_config` is appended to `config.toml` (after the `[pg_basebackup]` section).
+    fn with_config(name: &str, extra_config: &str) -> Fixture {
+        let root = std::env::temp_dir().join(format!("pgbak-sync-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let private = |path: &Path| {
+            fs::DirBuilder::new().mode(0o700).create(path).unwrap();
+        };
+        private(&root);
+        let pgbak = root.join("pgbak");
+        let out = root.join("out");
+        let data = root.join("data");
+        private(&pgbak);
+        private(&pgbak.join("scripts"));
+        private(&out);
+        private(&data);
+        fs::write(data.join("PG_VERSION"), "17\n").unwrap();
+        let fixture = Fixture { root, pgbak, out };
+        // Succeeds unless $TEST_OUT/basebackup-failures says how many calls fail first.
+        let program = fixture.executable(
+            &fixture.root.join("fake_pg_basebackup.sh"),
+            "n=$(cat \"$TEST_OUT/basebackups\" 2>/dev/null || echo 0); n=$((n+1))\n\
+             echo $n > \"$TEST_OUT/basebackups\"\n\
+             if [ $n -le \"$(cat \"$TEST_OUT/basebackup-failures\" 2>/dev/null || echo 0)\" ]; then\n\
+             echo 'pg_basebackup: error: connection to server failed: Connection refused' >&2\n\
+             exit 1\nfi\n\
+             exec tar -C \"$TEST_OUT/../data\" -cf - .\n",
+        );
+        fs::write(
+            fixture.pgbak.join("config.toml"),
+            format!(
+                "[pg_basebackup]\npath = \"{}\"\n{extra_config}",
+                program.display()
+            ),
+        )
+        .unwrap();
+        fixture
+    }
+
+    fn home(&self) -> PgbakHome {
+        PgbakHome {
+            path: self.pgbak.clone(),
+            owner_uid: fs::metadata(&self.pgbak).unwrap().uid(),
+        }
+    }
+
+    fn executable(&self, path: &Path, body: &str) -> PathBuf {
+        fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
+        path.to_path_buf()
+    }
+
+    /// Writes `$PGBAK/scripts/backup`: it logs its run, then runs `body`.
+    fn script(&self, body: &str) {
+        self.executable(
+            &self.pgbak.join("scripts/backup"),
+            &format!(
+                "echo \"$(date +%s.%N) $PWD $1 $2 $PGBAK\" >> \"$TEST_OUT/runs\"\n\
+                 n=$(cat \"$TEST_OUT/count\" 2>/dev/null || echo 0); n=$((n+1))\n\
+                 echo $n > \"$TEST_OUT/count\"\n{body}"
+            ),
+        );
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgbak"));
+        command
+            .args(args)
+            .env("PGBAK", &self.pgbak)
+            .env("TEST_OUT", &self.out)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Starts pgbak with stdout and stderr in `out/LABEL.stdout`/`.stderr` (files, not pipes:
+    /// a long-running sync must never block on a pipe nobody reads).
+    fn spawn(&self, label: &str, args: &[&str]) -> Child {
+        let stdout = fs::File::create(self.out.join(format!("{label}.stdout"))).unwrap();
+        let stderr = fs::File::create(self.out.join(format!("{label}.stderr"))).unwrap();
+        self.command(args)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
+    fn stderr_of(&self, label: &str) -> String {
+        fs::read_to_string(self.out.join(format!("{label}.stderr"))).unwrap_or_default()
+    }
+
+    fn sync_log(&self) -> String {
+        fs::read_to_string(self.pgbak.join("sync.log")).unwrap_or_default()
+    }
+
+    /// Waits for a spawned pgbak to exit.
+    fn wait_exit(&self, child: &mut Child, label: &str) -> ExitStatus {
+        let deadline = Instant::now() + GENEROUS;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "{label} did not exit\nstderr:\n{}\nsync.log:\n{}",
+                    self.stderr_of(label),
+                    self.sync_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_until(&self, what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + GENEROUS;
+        while !condition() {
+            assert!(
+                Instant::now() < deadline,
+                "never happened: {what}\nsync.log:\n{}",
+                self.sync_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Archives the next segment the way `pgbak wal` does: into every target directory, then
+    /// the journal record (and `DirectoryOpened` first when no directory is open). Returns the
+    /// directories it went into.
+    fn archive(&self) -> Vec<DirectoryName> {
+        let home = self.home();
+        let at = journal_file::now();
+        let mut opened = journal_file::open_journal(&home, at).unwrap();
+        let state = opened.journal.state();
+        let number = state.wal.archived_count + 1;
+        let file = WalFileName::parse(&format!("0000000100000000{number:08X}")).unwrap();
+        let targets = archive_targets(state, at);
+        let mut events = Vec::new();
+        if let Some(directory) = targets.open_directory {
+            events.push(Event::DirectoryOpened { directory, at });
+        }
+        for directory in &targets.directories {
+            let wal = home.directory_path(*directory).join("pg_wal");
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&wal)
+                .unwrap();
+            fs::write(wal.join(file.compressed_name()), b"not really zstd").unwrap();
+        }
+        events.push(Event::WalArchived {
+            file,
+            compressed_bytes: 15,
+            directories: targets.directories.clone(),
+            already_present: false,
+            at,
+        });
+        opened.append(&events, at).unwrap();
+        targets.directories
+    }
+
+    /// Every fact in the journal, oldest first (after the last checkpoint).
+    fn events(&self) -> Vec<Event> {
+        let opened = journal_file::open_journal(&self.home(), journal_file::now()).unwrap();
+        journal_file::decode_journal(&opened)
+            .unwrap()
+            .records
+            .into_iter()
+            .filter_map(|record| match record.record {
+                Record::Event(event) => Some(event),
+                Record::Checkpoint(_) => None,
+            })
+            .collect()
+    }
+
+    fn kinds(&self) -> Vec<&'static str> {
+        self.events().iter().map(|e| e.kind().name()).collect()
+    }
+
+    /// What the backup script saw, one entry per run.
+    fn runs(&self) -> Vec<ScriptRun> {
+        fs::read_to_string(self.out.join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                assert_eq!(fields.len(), 5, "{line}");
+                ScriptRun {
+                    started: fields[0].parse().unwrap(),
+                    pwd: PathBuf::from(fields[1]),
+                    directory: fields[2].to_owned(),
+                    current_timestamp: fields[3].to_owned(),
+                    pgbak: PathBuf::from(fields[4]),
+                }
+            })
+            .collect()
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let output = self.run(&["status", "--json"]);
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn pid_file(&self, name: &str) -> Option<i32> {
+        fs::read_to_string(self.out.join(name))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Scripts that were cut short may have left sleepers behind.
+        if let Ok(entries) = fs::read_dir(&self.out) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().ends_with(".pid")
+                    && let Ok(text) = fs::read_to_string(entry.path())
+                    && let Ok(pid) = text.trim().parse::<i32>()
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+#[derive(Debug)]
+struct ScriptRun {
+    started: f64,
+    pwd: PathBuf,
+    directory: String,
+    current_timestamp: String,
+    pgbak: PathBuf,
+}
+
+/// Whether the process is gone (or a zombie nobody reaped yet: dead all the same).
+fn process_is_dead(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn exit_code(output: &Output) -> Option<i32> {
+    output.status.code()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A script that, until `out/allow` exists, starts a sleeper in its process group (pids in
+/// `out/`) and waits for `allow`; then succeeds.
+const BLOCK_UNTIL_ALLOWED: &str = "if [ ! -e \"$TEST_OUT/allow\" ]; then\n\
+     echo $$ > \"$TEST_OUT/script.pid\"\n\
+     sleep 300 &\n\
+     echo $! > \"$TEST_OUT/sleeper.pid\"\n\
+     while [ ! -e \"$TEST_OUT/allow\" ]; do sleep 0.1; done\n\
+     kill $!\nfi\nexit 0\n";
+
+#[test]
+fn a_failing_script_is_retried_with_growing_backoff_and_gets_the_seed_arguments() {
+    let fixture = Fixture::new("backoff");
+    fixture.script("if [ $n -le 3 ]; then echo \"attempt $n failed\" >&2; exit 1; fi\nexit 0\n");
+    let directory = fixture.archive()[0];
+
+    let output = fixture.run(&["sync"]);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        text(&output.stderr),
+        fixture.sync_log()
+    );
+
+    // S-5.1: cwd, arguments and environment of every run.
+    let runs = fixture.runs();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for run in &runs {
+        assert_eq!(run.pwd, fixture.pgbak.join(directory.to_string()));
+        assert_eq!(run.directory, directory.to_string());
+        let current = DirectoryName::parse(&run.current_timestamp)
+            .unwrap_or_else(|| panic!("not a TIMESTAMP: {}", run.current_timestamp));
+        assert!(current >= directory);
+        assert_eq!(run.pgbak, fixture.pgbak);
+        // Seed: "The timestamps will be the same if no new WAL files have appeared."
+        assert_eq!(run.current_timestamp, runs[0].current_timestamp);
+    }
+    // S-5.3: 1 s, 2 s, 4 s between attempts (lower bounds only).
+    for (index, minimum) in [1.0, 2.0, 4.0].into_iter().enumerate() {
+        let gap = runs[index + 1].started - runs[index].started;
+        assert!(
+            gap >= 0.9 * minimum,
+            "retry {} came {gap:.3} s after the previous run, before its {minimum} s backoff",
+            index + 1
+        );
+    }
+
+    let events = fixture.events();
+    let failures: Vec<&String> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::ScriptFailed { output, .. } => Some(output),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), 3);
+    for (number, output) in failures.iter().enumerate() {
+        assert_eq!(
+            output.as_str(),
+            format!(
+                "attempt {} failed\nbackup script exited with status 1",
+                number + 1
+            )
+        );
+    }
+    let kinds = fixture.kinds();
+    let position = |kind: &str| kinds.iter().position(|k| *k == kind).unwrap();
+    // S-4.3 then S-5.2: the base backup made the directory current before the script ran.
+    assert!(position("BaseBackupFinished") < position("ScriptStarted"));
+    assert!(position("CurrentLinkSwitched") < position("ScriptStarted"));
+    assert_eq!(kinds.last(), Some(&"SyncStopped"));
+    assert!(matches!(
+        events.last(),
+        Some(Event::SyncStopped {
+            reason: SyncStopReason::Finished,
+            ..
+        })
+    ));
+    assert_eq!(
+        fs::read_link(fixture.pgbak.join("current")).unwrap(),
+        PathBuf::from(directory.to_string())
+    );
+    assert!(
+        fixture
+            .pgbak
+            .join(directory.to_string())
+            .join("base.tzst")
+            .is_file()
+    );
+
+    // The sync log: the script's output lines, tagged, and the facts; private.
+    let log = fixture.sync_log();
+    assert!(
+        log.contains(&format!(" [script {directory}] attempt 1 failed\n")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(" ScriptSucceeded {directory}\n")),
+        "{log}"
+    );
+    let mode = fs::metadata(fixture.pgbak.join("sync.log")).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // S-6.3: everything shipped, no sync running.
+    let wait = fixture.run(&["wait", "0"]);
+    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+}
+
+#[test]
+fn wal_archived_during_a_run_makes_the_script_run_again_with_a_newer_current_timestamp() {
+    let fixture = Fixture::new("rerun");
+    fixture.script("if [ $n -eq 1 ]; then touch \"$TEST_OUT/first-run\"; sleep 3; fi\nexit 0\n");
+    let directory = fixture.archive()[0];
+    let mut sync = fixture.spawn("sync", &["sync"]);
+    fixture.wait_until("the first run started", || {
+        fixture.out.join("first-run").exists()
+    });
+    // A file that arrives in a later second than everything the first run covers.
+    let first_current = DirectoryName::parse(&fixture.runs()[0].current_timestamp).unwrap();
+    fixture.wait_until("the clock passed the first run's timestamp", || {
+        DirectoryName::from_millis(journal_file::now()) > first_current
+    });
+    let targets = fixture.archive();
+    assert_eq!(targets, vec![directory]);
+    let status = fixture.wait_exit(&mut sync, "sync");
+    assert!(status.success(), "{}", fixture.stderr_of("sync"));
+
+    let runs = fixture.runs();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[1].directory, directory.to_string());
+    let second_current = DirectoryName::parse(&runs[1].current_timestamp).unwrap();
+    assert!(second_current > first_current, "{runs:?}");
+    let versions: Vec<u64> = fixture
+        .events()
+        .iter()
+        .filter_map(|event| match event {
+            Event::ScriptStarted {
+                through_version, ..
+            } => Some(*through_version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions.len(), 2);
+    assert!(versions[1] > versions[0], "{versions:?}");
+}
+
+#[test]
+fn a_missing_script_is_recorded_retried_and_reported_until_it_appears() {
+    let fixture = Fixture::new("missing");
+    fixture.archive();
+    let mut sync = fixture.spawn("sync", &["sync"]);
+    fixture.wait_until("two failed attempts", || {
+        fixture.status_json()["script"]["consecutive_failures"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    let status = fixture.status_json();
+    assert_eq!(status["script"]["present"], false);
+    assert!(
+        status["script"]["last_failure"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{status:#}"
+    );
+    let codes: Vec<&str> = status["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|problem| problem["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"missing_script"), "{codes:?}");
+    assert_eq!(status["sync"]["running"], true);
+
+    // S-6.3: the sync retries forever, so `wait` times out (2).
+    let wait = fixture.run(&["wait", "2"]);
+    assert_eq!(exit_code(&wait), Some(2), "{}", text(&wait.stderr));
+    assert!(
+        text(&wait.stderr).contains("timed out"),
+        "{}",
+        text(&wait.stderr)
+    );
+    assert!(sync.try_wait().unwrap().is_none(), "the sync gave up");
+
+    fixture.script("exit 0\n");
+    let exit = fixture.wait_exit(&mut sync, "sync");
+    assert!(exit.success(), "{}", fixture.stderr_of("sync"));
+    assert_eq!(fixture.runs().len(), 1);
+    let wait = fixture.run(&["wait", "2"]);
+    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+}
+
+#[test]
+fn sigterm_stops_the_script_group_records_the_interruption_and_the_next_sync_resumes() {
+    let fixture = Fixture::new("sigterm");
+    fixture.script(BLOCK_UNTIL_ALLOWED);
+    fixture.archive();
+    let mut sync = fixture.spawn("sync", &["sync"]);
+    fixture.wait_until("the script started its sleeper", || {
+        fixture.pid_file("sleeper.pid").is_some()
+    });
+    let script = fixture.pid_file("script.pid").unwrap();
+    let sleeper = fixture.pid_file("sleeper.pid").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sync.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = fixture.wait_exit(&mut sync, "sync");
+    assert_eq!(status.code(), Some(1), "{}", fixture.stderr_of("sync"));
+    assert!(
+        fixture.stderr_of("sync").contains("interrupted by SIGTERM"),
+        "{}",
+        fixture.stderr_of("sync")
+    );
+    // S-5.4: the whole process group is gone, not only the script.
+    fixture.wait_until("the script and its sleeper died", || {
+        process_is_dead(script) && process_is_dead(sleeper)
+    });
+
+    let events = fixture.events();
+    assert!(
+        events.iter().any(|event| matches!(
+            event,
+            Event::ScriptFailed { output, .. } if output.ends_with("interrupted by SIGTERM")
+        )),
+        "{events:#?}"
+    );
+    assert!(matches!(
+        events.last(),
+        Some(Event::SyncStopped {
+            reason: SyncStopReason::Interrupted,
+            ..
+        })
+    ));
+    let journal = text(&fixture.run(&["status", "--journal"]).stdout);
+    assert!(
+        journal.contains("SyncStopped") && journal.contains("Interrupted"),
+        "{journal}"
+    );
+    // S-6.3: no sync runs and work is left: finished with failures (3).
+    let wait = fixture.run(&["wait", "60"]);
+    assert_eq!(exit_code(&wait), Some(3), "{}", text(&wait.stderr));
+    assert!(
+        text(&wait.stderr).contains("interrupted"),
+        "{}",
+        text(&wait.stderr)
+    );
+
+    // The next sync resumes: the machine decides again, the script runs and succeeds.
+    fs::write(fixture.out.join("allow"), "").unwrap();
+    let output = fixture.run(&["sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(fixture.runs().len(), 2);
+    assert!(matches!(
+        fixture.events().last(),
+        Some(Event::SyncStopped {
+            reason: SyncStopReason::Finished,
+            ..
+        })
+    ));
+    let wait = fixture.run(&["wait", "0"]);
+    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+}
+
+#[test]
+fn a_killed_sync_is_recorded_as_abandoned_by_the_next_sync_which_resumes() {
+    let fixture = Fixture::new("kill9");
+    fixture.script(BLOCK_UNTIL_ALLOWED);
+    fixture.archive();
+    let mut sync = fixture.spawn("sync", &["sync"]);
+    fixture.wait_until("the script started", || {
+        fixture.pid_file("sleeper.pid").is_some()
+    });
+    let script = fixture.pid_file("script.pid").unwrap();
+    let dead_pid = sync.id();
+    sync.kill().unwrap();
+    let status = fixture.wait_exit(&mut sync, "sync");
+    assert_eq!(status.code(), None, "killed by a signal");
+    // The script is told its supervisor died (PR_SET_PDEATHSIG: SIGTERM).
+    fixture.wait_until("the orphaned script got SIGTERM", || {
+        process_is_dead(script)
+    });
+
+    let status = fixture.status_json();
+    assert_eq!(status["sync"]["died"], true, "{status:#}");
+    let wait = fixture.run(&["wait", "60"]);
+    assert_eq!(exit_code(&wait), Some(3), "{}", text(&wait.stderr));
+    assert!(
+        text(&wait.stderr).contains("died"),
+        "{}",
+        text(&wait.stderr)
+    );
+
+    fs::write(fixture.out.join("allow"), "").unwrap();
+    let output = fixture.run(&["sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let events = fixture.events();
+    let abandoned = events
+        .iter()
+        .position(|event| matches!(event, Event::SyncAbandoned { pid, .. } if *pid == dead_pid))
+        .unwrap_or_else(|| panic!("no SyncAbandoned for {dead_pid}: {events:#?}"));
+    assert!(matches!(events[abandoned + 1], Event::SyncStarted { .. }));
+    assert!(
+        events[abandoned..]
+            .iter()
+            .any(|event| matches!(event, Event::ScriptSucceeded { .. }))
+    );
+    assert_eq!(fixture.runs().len(), 2);
+    let wait = fixture.run(&["wait", "0"]);
+    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+}
+
+#[test]
+fn force_sync_runs_the_script_even_when_nothing_is_new() {
+    let fixture = Fixture::new("force");
+    fixture.script("exit 0\n");
+    fixture.archive();
+    assert!(fixture.run(&["sync"]).status.success());
+    assert_eq!(fixture.runs().len(), 1);
+    // Nothing new: `sync` does not run the script again.
+    assert!(fixture.run(&["sync"]).status.success());
+    assert_eq!(fixture.runs().len(), 1);
+    let output = fixture.run(&["force-sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let runs = fixture.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].directory, runs[0].directory);
+    assert_eq!(runs[1].current_timestamp, runs[0].current_timestamp);
+    assert!(matches!(
+        fixture
+            .events()
+            .iter()
+            .rev()
+            .find(|e| matches!(e, Event::SyncStarted { .. })),
+        Some(Event::SyncStarted {
+            force_script: true,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_background_sync_defers_to_a_running_sync_and_otherwise_ships_everything_and_exits() {
+    let fixture = Fixture::new("background");
+    fixture.script("exit 0\n");
+    fixture.archive();
+    let held = sync_process::try_take_sync_lock(&fixture.home())
+        .unwrap()
+        .unwrap();
+    let output = fixture.run(&["sync", "--background"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(!fixture.kinds().contains(&"SyncStarted"));
+    assert_eq!(fixture.runs().len(), 0);
+    drop(held);
+
+    let output = fixture.run(&["sync", "--background"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
+    assert_eq!(fixture.runs().len(), 1);
+    assert!(matches!(
+        fixture.events().last(),
+        Some(Event::SyncStopped {
+            reason: SyncStopReason::Finished,
+            ..
+        })
+    ));
+    assert!(fixture.sync_log().contains(" ScriptSucceeded "));
+}
+
+#[test]
+fn a_foreground_sync_waits_for_the_running_sync_first() {
+    let fixture = Fixture::new("waits");
+    fixture.script("exit 0\n");
+    fixture.archive();
+    let held = sync_process::try_take_sync_lock(&fixture.home())
+        .unwrap()
+        .unwrap();
+    let mut sync = fixture.spawn("sync", &["sync"]);
+    fixture.wait_until("the sync says it waits", || {
+        fixture
+            .stderr_of("sync")
+            .contains("waiting for it to finish")
+    });
+    assert!(sync.try_wait().unwrap().is_none());
+    assert!(!fixture.kinds().contains(&"SyncStarted"));
+    drop(held);
+    let status = fixture.wait_exit(&mut sync, "sync");
+    assert!(status.success(), "{}", fixture.stderr_of("sync"));
+    assert_eq!(fixture.runs().len(), 1);
+}
+
+#[test]
+fn a_hung_script_is_killed_at_its_timeout_and_retried() {
+    let fixture = Fixture::with_config("timeout", "[script]\ntimeout_seconds = 1\n");
+    fixture.script(
+        "if [ $n -eq 1 ]; then sleep 300 & echo $! > \"$TEST_OUT/sleeper.pid\"; wait; fi\nexit 0\n",
+    );
+    fixture.archive();
+    let output = fixture.run(&["sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let sleeper = fixture.pid_file("sleeper.pid").unwrap();
+    fixture.wait_until("the hung run's sleeper died", || process_is_dead(sleeper));
+    let events = fixture.events();
+    assert!(
+        events.iter().any(|event| matches!(
+            event,
+            Event::ScriptFailed { output, .. }
+                if output.ends_with("timed out after 1 s (script.timeout_seconds): killed")
+        )),
+        "{events:#?}"
+    );
+    assert_eq!(fixture.runs().len(), 2);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ScriptSucceeded { .. }))
+    );
+}
+
+#[test]
+fn a_failed_base_backup_is_recorded_its_directory_removed_and_retried() {
+    let fixture = Fixture::with_config(
+        "basefail",
+        "[base]\nretry_delay_min_seconds = 1\nretry_delay_max_seconds = 1\n",
+    );
+    fs::write(fixture.out.join("basebackup-failures"), "1\n").unwrap();
+    fixture.script("exit 0\n");
+    let first = fixture.archive()[0];
+    let output = fixture.run(&["sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let events = fixture.events();
+    let failed = events
+        .iter()
+        .find_map(|event| match event {
+            Event::BaseBackupFailed {
+                directory, output, ..
+            } => Some((*directory, output.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no BaseBackupFailed: {events:#?}"));
+    assert_eq!(failed.0, first);
+    assert!(failed.1.contains("Connection refused"), "{}", failed.1);
+    assert!(events.iter().any(
+        |event| matches!(event, Event::DirectoryRemoved { directory, .. } if *directory == first)
+    ));
+    assert!(!fixture.pgbak.join(first.to_string()).exists());
+    let finished = events
+        .iter()
+        .find_map(|event| match event {
+            Event::BaseBackupFinished { directory, .. } => Some(*directory),
+            _ => None,
+        })
+        .unwrap();
+    assert_ne!(finished, first);
+    assert_eq!(
+        fs::read_link(fixture.pgbak.join("current")).unwrap(),
+        PathBuf::from(finished.to_string())
+    );
+    assert_eq!(fixture.runs()[0].directory, finished.to_string());
+    assert!(
+        fixture
+            .sync_log()
+            .contains("[pg_basebackup] pg_basebackup: error: connection to server failed"),
+        "{}",
+        fixture.sync_log()
+    );
+}
+
+#[test]
+fn sigint_during_a_base_backup_records_its_failure_and_the_next_sync_takes_a_new_one() {
+    let fixture = Fixture::with_config(
+        "sigint-base",
+        "[base]\nretry_delay_min_seconds = 1\nretry_delay_max_seconds = 1\n",
+    );
+    // The first pg_basebackup hangs (with a sleeper in its group) until `out/allow` exists.
+    fixture.executable(
+        &fixture.root.join("fake_pg_basebackup.sh"),
+        "if [ ! -e \"$TEST_OUT/allow\" ]; then\n\
+         echo $$ > \"$TEST_OUT/basebackup.pid\"\n\
+         echo 'pg_basebackup: waiting for checkpoint' >&2\n\
+         sleep 300 &\necho $! > \"$TEST_OUT/basebackup-sleeper.pid\"\nwait\nfi\n\
+         exec tar -C \"$TEST_OUT/../data\" -cf - .\n",
+    );
+    fixture.script("exit 0\n");
+    let first = fixture.archive()[0];
+    let mut sync = fixture.spawn("sync", &["sync"]);
+    fixture.wait_until("pg_basebackup started its sleeper", || {
+        fixture.pid_file("basebackup-sleeper.pid").is_some()
+    });
+    let program = fixture.pid_file("basebackup.pid").unwrap();
+    let sleeper = fixture.pid_file("basebackup-sleeper.pid").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sync.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = fixture.wait_exit(&mut sync, "sync");
+    assert_eq!(status.code(), Some(1), "{}", fixture.stderr_of("sync"));
+    fixture.wait_until("pg_basebackup's process group died", || {
+        process_is_dead(program) && process_is_dead(sleeper)
+    });
+    let events = fixture.events();
+    assert!(
+        events.iter().any(|event| matches!(
+            event,
+            Event::BaseBackupFailed { directory, output, .. }
+                if *directory == first && output.ends_with("interrupted by SIGINT")
+        )),
+        "{events:#?}"
+    );
+    assert!(matches!(
+        events.last(),
+        Some(Event::SyncStopped {
+            reason: SyncStopReason::Interrupted,
+            ..
+        })
+    ));
+    assert!(
+        fixture
+            .sync_log()
+            .contains("[pg_basebackup] pg_basebackup: waiting for checkpoint"),
+        "{}",
+        fixture.sync_log()
+    );
+
+    // S-4.5: the next sync removes the failed directory and takes a new base backup.
+    fs::write(fixture.out.join("allow"), "").unwrap();
+    let output = fixture.run(&["sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(!fixture.pgbak.join(first.to_string()).exists());
+    let events = fixture.events();
+    assert!(events.iter().any(
+        |event| matches!(event, Event::DirectoryRemoved { directory, .. } if *directory == first)
+    ));
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, Event::BaseBackupFinished { .. }))
+    );
+    assert_eq!(fixture.runs().len(), 1);
+}
+
+#[test]
+fn a_journal_rebuilt_under_a_running_sync_makes_it_start_over_from_the_rebuilt_state() {
+    let fixture = Fixture::new("rebuilt");
+    fixture.script(BLOCK_UNTIL_ALLOWED);
+    fixture.archive();
+    let mut sync = fixture.spawn("sync", &["sync"]);
+    fixture.wait_until("the script started", || {
+        fixture.pid_file("sleeper.pid").is_some()
+    });
+    let script = fixture.pid_file("script.pid").unwrap();
+    let sleeper = fixture.pid_file("sleeper.pid").unwrap();
+    // Damage the journal's header: the next process that opens it (this `status`, or the sync
+    // itself when it next looks) rebuilds it from the directory tree under a new identity.
+    {
+        use std::os::unix::fs::FileExt;
+        let journal = fs::OpenOptions::new()
+            .write(true)
+            .open(fixture.pgbak.join("pgbak.lock"))
+            .unwrap();
+        journal.write_all_at(&[0xFF; 64], 0).unwrap();
+    }
+    let _ = fixture.run(&["status"]);
+    let pid = sync.id();
+    // The sync stops the run the rebuilt state knows nothing of, and starts over.
+    fixture.wait_until("the sync started over in the rebuilt journal", || {
+        let events = fixture.events();
+        let rebuilt = events
+            .iter()
+            .position(|event| matches!(event, Event::JournalRebuilt { .. }));
+        rebuilt.is_some_and(|rebuilt| {
+            events[rebuilt..].iter().any(
+                |event| matches!(event, Event::SyncStarted { pid: started, .. } if *started == pid),
+            )
+        })
+    });
+    fixture.wait_until("the first run was stopped", || {
+        process_is_dead(script) && process_is_dead(sleeper)
+    });
+    fs::write(fixture.out.join("allow"), "").unwrap();
+    let status = fixture.wait_exit(&mut sync, "sync");
+    assert!(status.success(), "{}", fixture.stderr_of("sync"));
+    // Upload state that could not be recovered counts as not shipped (S-3.3): it ran again.
+    assert!(fixture.runs().len() >= 2);
+    assert!(
+        fixture.sync_log().contains("rebuilt"),
+        "{}",
+        fixture.sync_log()
+    );
+    let wait = fixture.run(&["wait", "0"]);
+    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+}
