@@ -305,6 +305,7 @@ impl Session<'_> {
                 continue;
             }
             if plan.finished && self.script.is_none() && self.base_backup.is_none() {
+                crate::failpoint::fail_point("sync-before-stopped");
                 self.record(vec![Event::SyncStopped {
                     pid: self.pid,
                     reason: SyncStopReason::Finished,
@@ -333,7 +334,9 @@ impl Session<'_> {
             force_base: self.options.force_base,
             at,
         });
-        self.record(events)
+        self.record(events)?;
+        crate::failpoint::fail_point("sync-after-started");
+        Ok(())
     }
 
     /// Another process rebuilt the journal: what we ran is unknown to the new state.
@@ -360,6 +363,8 @@ impl Session<'_> {
         {
             let directory = script.directory();
             self.script = None;
+            // The script exited; a crash here leaves its intent without an outcome.
+            crate::failpoint::fail_point("sync-after-script-exit");
             let at = now();
             self.record(vec![match outcome {
                 ScriptOutcome::Succeeded => Event::ScriptSucceeded { directory, at },
@@ -481,6 +486,7 @@ impl Session<'_> {
             directory,
             at: now(),
         }])?;
+        crate::failpoint::fail_point("sync-after-base-intent");
         let started = match prepared {
             Err(error) => Err(format!("cannot create {}: {error}", path.display())),
             Ok(_) => {
@@ -522,6 +528,7 @@ impl Session<'_> {
             through_version,
             at: now(),
         }])?;
+        crate::failpoint::fail_point("sync-after-script-intent");
         match ScriptProcess::start(self.home, directory, current_timestamp, &self.log) {
             Ok(script) => self.script = Some(script),
             Err(message) => {
