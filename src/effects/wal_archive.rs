@@ -52,6 +52,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use zstd::zstd_safe::CParameter;
 
 use crate::effects::config::Config;
 use crate::effects::durable::{self, PRIVATE_FILE_MODE, UnnamedFile};
@@ -493,29 +494,35 @@ fn compress(
     config: &Config,
     input: &WalInput,
 ) -> Result<Compressed, ArchiveError> {
-    let file = UnnamedFile::create_in(&home.path, PRIVATE_FILE_MODE).map_err(|source| {
+    let mut file = UnnamedFile::create_in(&home.path, PRIVATE_FILE_MODE).map_err(|source| {
         storage_error(home, input, "cannot create the compressed file", source)
     })?;
     let setup = |source: io::Error| ArchiveError::Compression {
         name: input.name(),
         source,
     };
-    let mut encoder =
-        zstd::stream::write::Encoder::new(file, config.wal.compression_level).map_err(setup)?;
-    encoder.include_checksum(true).map_err(setup)?;
-    encoder.include_contentsize(true).map_err(setup)?;
-    encoder
-        .set_pledged_src_size(Some(input.bytes.len() as u64))
-        .map_err(setup)?;
-    if config.wal.compression_threads > 0 {
-        encoder
-            .multithread(config.wal.compression_threads)
-            .map_err(setup)?;
+    // One blocking ZSTD_compress2 over the whole segment (already in memory), not the streaming
+    // encoder: in multithreaded mode a streaming `compressStream2(e_continue)` returns at once
+    // when every worker is busy, so a write loop spins on the main thread and takes a core from
+    // the workers (measured: 69 ms instead of 43 ms per 16 MiB segment on 2 cores). compress2
+    // waits for its jobs on a condition variable. The frame has the content size and checksum
+    // (S-2.2): `zstd -d` and `zstd -t` check both.
+    let mut compressor =
+        zstd::bulk::Compressor::new(config.wal.compression_level).map_err(setup)?;
+    for parameter in [
+        CParameter::ChecksumFlag(true),
+        CParameter::ContentSizeFlag(true),
+        CParameter::NbWorkers(config.wal.compression_threads),
+    ] {
+        compressor.set_parameter(parameter).map_err(setup)?;
     }
-    let written = encoder
-        .write_all(&input.bytes)
-        .and_then(|()| encoder.finish());
-    let mut file = written.map_err(|source| {
+    // compressBound: never too small, and only the pages actually written become resident.
+    let mut compressed = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.bytes.len()));
+    compressor
+        .compress_to_buffer(&input.bytes, &mut compressed)
+        .map_err(setup)?;
+    let written = file.write_all(&compressed);
+    written.map_err(|source| {
         storage_error(
             home,
             input,
