@@ -24,7 +24,8 @@
 #
 # Methods: pgbr-zst1 (pgBackRest archive-push, zst level 1, sync), zstd1-fsync (zstd -1 CLI,
 # then fsync of the file and its directory), cp-fsync (cp, then the same fsync), and pgbak
-# (`pgbak wal`, with [sync] autostart = false so no sync process competes for the CPU).
+# (`pgbak wal`, with [sync] autostart = false so no sync process competes for the CPU), and
+# pgbak-2threads (the same with `wal.compression_threads = 2`, zstd's worker threads).
 # Absolute times move with the machine's load; compare figures from the same run only.
 set -euo pipefail
 
@@ -121,21 +122,25 @@ mapfile -t segments < <(find "$samples" -type f | sort)
 log "${#segments[@]} segments of 16 MiB sampled from ${#all[@]}"
 cat "${segments[@]}" > /dev/null   # page cache: every method reads from memory
 
-methods=(pgbr-zst1 zstd1-fsync cp-fsync pgbak)
+methods=(pgbr-zst1 zstd1-fsync cp-fsync pgbak pgbak-2threads)
 template() {   # the archive_command of each method; %p = segment, %d = destination, %f = name
   case $1 in
     pgbr-zst1) echo "pgbackrest --config=$work/pgbackrest.conf --stanza=bench --repo1-path=%d --compress-type=zst --compress-level=1 archive-push %p" ;;
     zstd1-fsync) echo "zstd -1 -q -o %d/%f.zst %p && sync %d/%f.zst %d" ;;
     cp-fsync) echo "cp %p %d/%f && sync %d/%f %d" ;;
-    pgbak) echo "PGBAK=%d $work/pgbak wal %p" ;;
+    pgbak | pgbak-2threads) echo "PGBAK=%d $work/pgbak wal %p" ;;
   esac
 }
 prepare() {   # a fresh destination for method $1 in $2 (untimed)
   mkdir -p "$2"; chown postgres: "$2"; chmod 700 "$2"
   case $1 in
     pgbr-zst1) cp -a "$work/pgbr-template/." "$2/" ;;
-    pgbak) as_pg env PGBAK="$2" "$work/pgbak" init > /dev/null
-           printf '[sync]\nautostart = false\n' > "$2/config.toml"; chown postgres: "$2/config.toml" ;;
+    pgbak | pgbak-2threads)
+      as_pg env PGBAK="$2" "$work/pgbak" init > /dev/null
+      printf '[sync]\nautostart = false\n' > "$2/config.toml"
+      # The same call with zstd's own worker threads, to compare with the default.
+      [ "$1" = pgbak-2threads ] && printf '[wal]\ncompression_threads = 2\n' >> "$2/config.toml"
+      chown postgres: "$2/config.toml" ;;
   esac
 }
 bytes_under() { find "$1" -type f ! -name pgbak.lock ! -name '*.conf' ! -name config.toml ! -path '*/scripts/*' ! -path '*/backup.info*' ! -path '*/archive.info*' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
@@ -181,7 +186,7 @@ base = "pgbr-zst1"; base_median = st.median(times[base])
 print(f"{rounds} rounds x {nseg} segments of 16 MiB, {len(times[base])} calls per method, interleaved\n")
 print("| method | median ms/seg | p90 ms | median vs pgbr-zst1 | paired ratio vs pgbr-zst1 | vs zstd1-fsync (paired) | compressed/original |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for m in ["pgbr-zst1", "zstd1-fsync", "cp-fsync", "pgbak"]:
+for m in ["pgbr-zst1", "zstd1-fsync", "cp-fsync", "pgbak", "pgbak-2threads"]:
     paired = [by_call[(r, s, m)] / by_call[(r, s, base)] for (r, s, mm) in by_call if mm == m]
     paired_zstd = [by_call[(r, s, m)] / by_call[(r, s, "zstd1-fsync")] for (r, s, mm) in by_call if mm == m]
     ratio = st.median(out[m]) / (16777216 * nseg)

@@ -33,6 +33,8 @@ pub const BACKGROUND_SYNC_ARGUMENTS: [&str; 2] = ["sync", "--background"];
 /// Archives `source` (S-2.1 – S-2.7), then starts a background sync if `sync.autostart` is on
 /// and none runs (S-2.8).
 pub fn run(home: &PgbakHome, source: &Path) -> anyhow::Result<()> {
+    // The WAL file is mapped, not copied: a truncation under us must exit 1, not kill us.
+    wal_archive::guard_against_truncation();
     let config = config::load(&home.config_path())?;
     let outcome = wal_archive::archive_wal(home, &config, source, journal_file::now())?;
     if config.sync.autostart {

@@ -65,11 +65,13 @@ pub struct WalConfig {
 
 impl Default for WalConfig {
     fn default() -> Self {
-        // Level 1 with two workers keeps a 16 MiB segment well under a second on one core
-        // pair: archive_command latency is what PostgreSQL waits on.
+        // Level 1 on the calling thread. Measured on 2 cores (README, "Benchmark"): zstd's
+        // worker threads copy the segment into fresh job buffers, and for one 16 MiB segment in
+        // a short-lived process those page faults and thread starts cost more than the second
+        // core gains.
         WalConfig {
             compression_level: 1,
-            compression_threads: 2,
+            compression_threads: 0,
         }
     }
 }
@@ -185,7 +187,7 @@ const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         key: "wal.compression_threads",
-        default: "2",
+        default: "0",
         meaning: "zstd worker threads for one WAL segment; 0 = single-threaded",
         allowed: "an integer from 0 to 64",
     },
