@@ -26,6 +26,14 @@ impl ScratchDirectory {
         ScratchDirectory::under(&std::env::temp_dir(), label)
     }
 
+    /// This directory as a checked `$PGBAK` owned by the running user.
+    pub fn home(&self) -> crate::effects::environment::PgbakHome {
+        crate::effects::environment::PgbakHome {
+            path: self.0.clone(),
+            owner_uid: nix::unistd::geteuid().as_raw(),
+        }
+    }
+
     /// The names in the directory, sorted.
     pub fn entries(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(&self.0)

@@ -241,10 +241,7 @@ mod tests {
     use crate::wal_name::WalFileName;
 
     fn home(scratch: &ScratchDirectory) -> PgbakHome {
-        PgbakHome {
-            path: scratch.0.clone(),
-            owner_uid: nix::unistd::geteuid().as_raw(),
-        }
+        scratch.home()
     }
 
     #[test]

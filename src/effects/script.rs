@@ -536,10 +536,7 @@ mod tests {
 
     fn home(scratch: &ScratchDirectory) -> PgbakHome {
         std::fs::create_dir(scratch.0.join("scripts")).unwrap();
-        PgbakHome {
-            path: scratch.0.clone(),
-            owner_uid: nix::unistd::geteuid().as_raw(),
-        }
+        scratch.home()
     }
 
     fn write_script(home: &PgbakHome, body: &str) {

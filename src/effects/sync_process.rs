@@ -376,10 +376,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     fn home(scratch: &ScratchDirectory) -> PgbakHome {
-        PgbakHome {
-            path: scratch.0.clone(),
-            owner_uid: nix::unistd::geteuid().as_raw(),
-        }
+        scratch.home()
     }
 
     #[test]

@@ -1093,10 +1093,7 @@ mod tests {
     const NOW: UnixMillis = UnixMillis(1_795_478_400_000);
 
     fn home_in(scratch: &ScratchDirectory) -> PgbakHome {
-        PgbakHome {
-            path: scratch.0.clone(),
-            owner_uid: fs::metadata(&scratch.0).unwrap().uid(),
-        }
+        scratch.home()
     }
 
     fn segment_bytes(size: usize, seed: u64) -> Vec<u8> {
