@@ -41,7 +41,8 @@ enum Command {
     },
     /// Run the sync in the foreground if anything is pending or due, until all of it succeeded.
     ///
-    /// Waits for a running sync first. Ctrl-C or SIGTERM stops it cleanly; the next sync resumes.
+    /// Waits for a running sync first. Ctrl-C, SIGTERM or SIGHUP stop it cleanly (recorded in the
+    /// journal) with exit status 1; the next sync resumes. Exit status 0 when all work succeeded.
     Sync {
         /// Take a base backup now (S-4.2), even if none is due.
         #[arg(long)]
