@@ -1,0 +1,322 @@
+//! A harness for end-to-end tests against a real PostgreSQL 15 server.
+//!
+//! Owns: [`Cluster`]. One `initdb` per test run (a template data directory, built once and
+//! copied per test: about 0.4 s a cluster); each cluster gets a private directory under /tmp,
+//! its own port and socket directory, `archive_command` = a copy of the built `pgbak wal %p`,
+//! and `PGBAK`, `PGHOST`, `PGPORT`, `PGUSER` in the server's environment. PostgreSQL refuses to
+//! run as root, so when the tests run as root every server-side command runs as the
+//! unprivileged `postgres` OS user (`runuser`), in directories that user owns. Servers are
+//! stopped (immediate mode) when the `Cluster` is dropped, also when a test fails or panics.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Ports for this run's servers: from a base derived from the pid, so parallel test binaries
+/// rarely collide; `pg_ctl start` fails loudly if one does.
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+fn next_port() -> u16 {
+    let base = 40_000 + (std::process::id() % 1_000) as u16 * 10;
+    let _ = NEXT_PORT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
+    NEXT_PORT.fetch_add(1, Ordering::SeqCst)
+}
+
+fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs a program as the server's OS user (`postgres` when we are root).
+pub fn as_server_user(program: &str) -> Command {
+    if running_as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", program]);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn chown_to_server_user(path: &Path) {
+    if running_as_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown {}", path.display());
+    }
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The template data directory, made once per test binary.
+fn template() -> &'static Path {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let root = PathBuf::from(format!("/tmp/pgbak-e2e-template-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        chown_to_server_user(&root);
+        let data = root.join("data");
+        run(as_server_user(&format!("{BIN}/initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-instructions",
+                "-E",
+                "UTF8",
+            ]));
+        data
+    })
+}
+
+pub struct Cluster {
+    pub root: PathBuf,
+    pub data: PathBuf,
+    pub pgbak: PathBuf,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub binary: PathBuf,
+    running: bool,
+}
+
+impl Cluster {
+    /// A fresh cluster archiving with pgbak into `root/pgbak` (created with `pgbak init`), with
+    /// `config` as `config.toml` and `script` as the body of `scripts/backup`.
+    pub fn new(label: &str, config: &str, script: &str) -> Cluster {
+        let root = PathBuf::from(format!("/tmp/pgbak-e2e-{label}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        // A copy of the binary the server user can execute wherever the checkout lives.
+        let binary = root.join("bin/pgbak");
+        fs::copy(env!("CARGO_BIN_EXE_pgbak"), &binary).unwrap();
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+        let data = root.join("data");
+        let socket = root.join("socket");
+        let pgbak = root.join("pgbak");
+        run(Command::new("cp").arg("-a").arg(template()).arg(&data));
+        fs::create_dir_all(&socket).unwrap();
+        fs::create_dir_all(root.join("out")).unwrap();
+        chown_to_server_user(&root);
+        let port = next_port();
+        let mut conf = fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            conf,
+            "port = {port}\nunix_socket_directories = '{}'\nlisten_addresses = ''\n\
+             wal_level = replica\narchive_mode = on\narchive_command = '{} wal %p'\n\
+             max_wal_senders = 4\nfsync = on",
+            socket.display(),
+            binary.display()
+        )
+        .unwrap();
+        let mut hba = fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("pg_hba.conf"))
+            .unwrap();
+        writeln!(hba, "local replication all trust").unwrap();
+        let cluster = Cluster {
+            root,
+            data,
+            pgbak,
+            socket,
+            port,
+            binary,
+            running: false,
+        };
+        cluster
+            .pgbak_command(&["init"])
+            .output()
+            .map(|o| assert!(o.status.success()))
+            .unwrap();
+        fs::write(cluster.pgbak.join("config.toml"), config).unwrap();
+        let script_path = cluster.pgbak.join("scripts/backup");
+        fs::write(&script_path, format!("#!/bin/sh\n{script}")).unwrap();
+        fs::set_permissions(&script_path, fs::Permissions::from_mode(0o700)).unwrap();
+        chown_to_server_user(&cluster.root);
+        cluster
+    }
+
+    /// `pgbak ARGS` as the server user with this cluster's environment.
+    pub fn pgbak_command(&self, args: &[&str]) -> Command {
+        let mut command = as_server_user("env");
+        command
+            .arg(format!("PGBAK={}", self.pgbak.display()))
+            .arg(format!("PGHOST={}", self.socket.display()))
+            .arg(format!("PGPORT={}", self.port))
+            .arg("PGUSER=postgres")
+            .arg(&self.binary)
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn pgbak(&self, args: &[&str]) -> Output {
+        self.pgbak_command(args).output().unwrap()
+    }
+
+    pub fn start(&mut self) {
+        let log = self.root.join("server.log");
+        run(as_server_user("env")
+            .arg(format!("PGBAK={}", self.pgbak.display()))
+            .arg(format!("PGHOST={}", self.socket.display()))
+            .arg(format!("PGPORT={}", self.port))
+            .arg("PGUSER=postgres")
+            .arg(format!("{BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "start"]));
+        self.running = true;
+    }
+
+    pub fn stop(&mut self) {
+        if self.running {
+            run(as_server_user(&format!("{BIN}/pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "stop"]));
+            self.running = false;
+        }
+    }
+
+    /// One SQL statement through psql; its unaligned output.
+    pub fn sql(&self, statement: &str) -> String {
+        sql_on(&self.socket, self.port, statement)
+    }
+
+    /// `pg_switch_wal()`, then waits until PostgreSQL's archiver reports the switched segment
+    /// archived (archiving is asynchronous: `pgbak wait` right after the switch would find
+    /// nothing archived yet, which is "done").
+    pub fn switch_wal_and_wait_archived(&self) {
+        let segment = self.sql("select pg_walfile_name(pg_switch_wal())");
+        for _ in 0..600 {
+            let archived = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+            if archived.as_str() >= segment.as_str() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("segment {segment} not archived within 60 s");
+    }
+}
+
+pub fn sql_on(socket: &Path, port: u16, statement: &str) -> String {
+    let output = run(as_server_user(&format!("{BIN}/psql"))
+        .arg("-h")
+        .arg(socket)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-X",
+            "-Atq",
+            "-d",
+            "postgres",
+            "-c",
+            statement,
+        ]));
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = as_server_user(&format!("{BIN}/pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdin(Stdio::null())
+                .output();
+        }
+        // Let a background sync finish before the directory goes.
+        let _ = self.pgbak_command(&["wait", "30"]).output();
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Restores `backup` (a backup directory) with exactly the seed's recipe into `target`, starts
+/// it on `port`, runs `query`, stops it, and returns the query's output.
+pub fn restore_and_query(
+    backup: &Path,
+    target: &Path,
+    socket: &Path,
+    port: u16,
+    query: &str,
+) -> String {
+    let _ = fs::remove_dir_all(target);
+    run(as_server_user("mkdir").args(["-m700"]).arg(target));
+    run(as_server_user("tar")
+        .arg("-C")
+        .arg(target)
+        .arg("-xf")
+        .arg(backup.join("base.tzst")));
+    let mut wal_files: Vec<PathBuf> = fs::read_dir(backup.join("pg_wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    wal_files.sort();
+    run(as_server_user("zstd")
+        .args(["-q", "-d", "--output-dir-flat"])
+        .arg(target.join("pg_wal"))
+        .args(&wal_files));
+    // Replay without fsync, as the seed suggests; `--single` exits when recovery is done.
+    let single = as_server_user(&format!("{BIN}/postgres"))
+        .args(["--single", "-F", "-D"])
+        .arg(target)
+        .arg("postgres")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        single.status.success(),
+        "postgres --single failed: {}",
+        String::from_utf8_lossy(&single.stderr)
+    );
+    let log = target.with_extension("log");
+    run(as_server_user(&format!("{BIN}/pg_ctl"))
+        .arg("-D")
+        .arg(target)
+        .arg("-l")
+        .arg(&log)
+        .arg("-o")
+        .arg(format!(
+            "-p {port} -c archive_mode=off -c unix_socket_directories={}",
+            socket.display()
+        ))
+        .args(["-w", "start"]));
+    let result = sql_on(socket, port, query);
+    run(as_server_user(&format!("{BIN}/pg_ctl"))
+        .arg("-D")
+        .arg(target)
+        .args(["-m", "fast", "-w", "stop"]));
+    result
+}
