@@ -31,16 +31,10 @@ fn first_backup_flow_then_restore_from_current_and_offsite_equals_the_source() {
     cluster.sql("insert into t select g, repeat('x', 100) from generate_series(1, 20000) g");
     cluster.switch_wal_and_wait_archived();
     // The seed: "To make your first backup, simply restart postgres and call pg_switch_wal()".
-    let waited = cluster.pgbak(&["wait", "120"]);
-    assert_eq!(
-        waited.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&waited.stderr)
-    );
+    let (code, stderr) = cluster.wait(120);
+    assert_eq!(code, Some(0), "{stderr}");
 
-    let status: serde_json::Value =
-        serde_json::from_slice(&cluster.pgbak(&["status", "--json"]).stdout).unwrap();
+    let status: serde_json::Value = cluster.status();
     let current = status["current"]
         .as_str()
         .expect("a current directory")
@@ -58,13 +52,8 @@ fn first_backup_flow_then_restore_from_current_and_offsite_equals_the_source() {
     cluster.sql("insert into t select g, repeat('y', 50) from generate_series(20001, 30000) g");
     cluster.sql("create table after_base as select g as j from generate_series(1, 5000) g");
     cluster.switch_wal_and_wait_archived();
-    let waited = cluster.pgbak(&["wait", "120"]);
-    assert_eq!(
-        waited.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&waited.stderr)
-    );
+    let (code, stderr) = cluster.wait(120);
+    assert_eq!(code, Some(0), "{stderr}");
 
     let checksum = "select (select count(*) from t) || ':' || (select sum(hashtext(i::text || filler)) from t) \
                     || ':' || (select count(*) || ',' || sum(j) from after_base)";

@@ -30,8 +30,7 @@ fn wait_after_the_server_stops_times_out_while_the_script_fails_then_returns_0()
     // `wait` cannot tell us, since the script keeps failing.
     let mut current = serde_json::Value::Null;
     for _ in 0..1200 {
-        let status: serde_json::Value =
-            serde_json::from_slice(&cluster.pgbak(&["status", "--json"]).stdout).unwrap();
+        let status: serde_json::Value = cluster.status();
         current = status["current"].clone();
         if !current.is_null() {
             break;
@@ -44,15 +43,9 @@ fn wait_after_the_server_stops_times_out_while_the_script_fails_then_returns_0()
     cluster.stop();
 
     // The server is gone; the sync keeps retrying the failing script: timeout status (2).
-    let waited = cluster.pgbak(&["wait", "3"]);
-    assert_eq!(
-        waited.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&waited.stderr)
-    );
-    let status: serde_json::Value =
-        serde_json::from_slice(&cluster.pgbak(&["status", "--json"]).stdout).unwrap();
+    let (code, stderr) = cluster.wait(3);
+    assert_eq!(code, Some(2), "{stderr}");
+    let status: serde_json::Value = cluster.status();
     assert!(
         status["script"]["consecutive_failures"].as_u64().unwrap() >= 1,
         "{status}"
@@ -68,15 +61,9 @@ fn wait_after_the_server_stops_times_out_while_the_script_fails_then_returns_0()
 
     // The offsite target comes back: the next retry (backoff ≤ 5 min; here seconds) succeeds.
     fs::write(&ok, "").unwrap();
-    let waited = cluster.pgbak(&["wait", "120"]);
-    assert_eq!(
-        waited.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&waited.stderr)
-    );
-    let status: serde_json::Value =
-        serde_json::from_slice(&cluster.pgbak(&["status", "--json"]).stdout).unwrap();
+    let (code, stderr) = cluster.wait(120);
+    assert_eq!(code, Some(0), "{stderr}");
+    let status: serde_json::Value = cluster.status();
     assert_eq!(status["everything_shipped"], true, "{status}");
     assert_eq!(status["script"]["consecutive_failures"], 0, "{status}");
 }

@@ -181,6 +181,20 @@ impl Cluster {
         self.pgbak_command(args).output().unwrap()
     }
 
+    /// `pgbak wait SECONDS`: its exit code, and its stderr for assertion messages.
+    pub fn wait(&self, seconds: u32) -> (Option<i32>, String) {
+        let output = self.pgbak(&["wait", &seconds.to_string()]);
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// `pgbak status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.pgbak(&["status", "--json"]).stdout).unwrap()
+    }
+
     pub fn start(&mut self) {
         let log = self.root.join("server.log");
         run(as_server_user("env")
