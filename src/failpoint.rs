@@ -12,6 +12,12 @@
 /// The environment variable naming the fail point to die at.
 pub const FAILPOINT_VARIABLE: &str = "PGBAK_FAILPOINT";
 
+/// Optional: a path. When set, the point fires only in the one process that manages to create
+/// this file (`O_CREAT|O_EXCL`): a real server's `archive_command`, or the sync it starts, dies
+/// once there and PostgreSQL's retry (or the next `wal`) runs normally, with the same
+/// environment. Without it, every process that reaches the point dies.
+pub const FAILPOINT_ONCE_VARIABLE: &str = "PGBAK_FAILPOINT_ONCE";
+
 /// Every fail point, so tests can iterate them and a typo in a test is caught.
 pub const FAIL_POINTS: &[&str] = &[
     "wal-after-compress",
@@ -28,10 +34,24 @@ pub const FAIL_POINTS: &[&str] = &[
 #[cfg(feature = "failpoints")]
 pub fn fail_point(name: &str) {
     debug_assert!(FAIL_POINTS.contains(&name), "unknown fail point {name}");
-    if std::env::var_os(FAILPOINT_VARIABLE).is_some_and(|wanted| wanted == name) {
+    if std::env::var_os(FAILPOINT_VARIABLE).is_some_and(|wanted| wanted == name) && first_to_fire()
+    {
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
         // SIGKILL cannot be caught; this is never reached.
         std::process::abort();
+    }
+}
+
+/// True unless [`FAILPOINT_ONCE_VARIABLE`] names a file that exists already (or cannot be made).
+#[cfg(feature = "failpoints")]
+fn first_to_fire() -> bool {
+    match std::env::var_os(FAILPOINT_ONCE_VARIABLE) {
+        None => true,
+        Some(marker) => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(marker)
+            .is_ok(),
     }
 }
 

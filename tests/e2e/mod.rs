@@ -196,12 +196,24 @@ impl Cluster {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the server with `extra` added to its environment (and so to every
+    /// `archive_command` and the sync it starts): e.g. `PGBAK_FAILPOINT` and
+    /// `PGBAK_FAILPOINT_ONCE` for the crash scenarios.
+    pub fn start_with_env(&mut self, extra: &[(&str, &str)]) {
         let log = self.root.join("server.log");
-        run(as_server_user("env")
+        let mut command = as_server_user("env");
+        command
             .arg(format!("PGBAK={}", self.pgbak.display()))
             .arg(format!("PGHOST={}", self.socket.display()))
             .arg(format!("PGPORT={}", self.port))
-            .arg("PGUSER=postgres")
+            .arg("PGUSER=postgres");
+        for (name, value) in extra {
+            command.arg(format!("{name}={value}"));
+        }
+        run(command
             .arg(format!("{BIN}/pg_ctl"))
             .arg("-D")
             .arg(&self.data)
@@ -209,6 +221,52 @@ impl Cluster {
             .arg(&log)
             .args(["-w", "start"]));
         self.running = true;
+    }
+
+    /// A crash of the server: `pg_ctl stop -m immediate` (no shutdown checkpoint; the next
+    /// start runs crash recovery, and the archiver may re-send what it had not marked done).
+    pub fn stop_immediate(&mut self) {
+        if self.running {
+            run(as_server_user(&format!("{BIN}/pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"]));
+            self.running = false;
+        }
+    }
+
+    /// `pgbench ARGS` against this server as the server user; panics if it fails.
+    pub fn pgbench(&self, args: &[&str]) -> Output {
+        run(as_server_user(&format!("{BIN}/pgbench"))
+            .arg("-h")
+            .arg(&self.socket)
+            .args(["-p", &self.port.to_string(), "-U", "postgres"])
+            .args(args)
+            .arg("postgres"))
+    }
+
+    /// Polls `pgbak status --json` every 100 ms until `ready` holds for it; returns that status.
+    /// Panics with the last status after `seconds`.
+    pub fn status_until(
+        &self,
+        seconds: u32,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut status = serde_json::Value::Null;
+        for _ in 0..seconds * 10 {
+            status = self.status();
+            if ready(&status) {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("{what}: not within {seconds} s; last status: {status}");
+    }
+
+    /// The server's log so far (for assertion messages and for checking what it reported).
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
     }
 
     pub fn stop(&mut self) {
