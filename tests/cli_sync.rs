@@ -895,3 +895,62 @@ fn a_journal_rebuilt_under_a_running_sync_makes_it_start_over_from_the_rebuilt_s
     let wait = fixture.run(&["wait", "0"]);
     assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
 }
+
+/// Issue 4: "status shows a running base backup with its start and the bytes written so far".
+/// The count is published by the sync in `$PGBAK/base-backup.progress` and is gone afterwards.
+#[test]
+fn status_shows_the_bytes_a_running_base_backup_has_written_so_far() {
+    let fixture = Fixture::new("base-progress");
+    // 24 MiB that do not compress: the multithreaded encoder emits output well before the end.
+    let mut noise = vec![0u8; 24 << 20];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for byte in &mut noise {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = state as u8;
+    }
+    fs::write(fixture.root.join("data/noise"), &noise).unwrap();
+    // A complete tar stream, then pg_basebackup stays alive until `out/allow` exists.
+    fixture.executable(
+        &fixture.root.join("fake_pg_basebackup.sh"),
+        "tar -C \"$TEST_OUT/../data\" -cf - .\n\
+         while [ ! -e \"$TEST_OUT/allow\" ]; do sleep 0.05; done\n",
+    );
+    fixture.script("exit 0\n");
+    let first = fixture.archive()[0];
+    let mut sync = fixture.spawn("sync", &["sync"]);
+
+    let mut report = serde_json::Value::Null;
+    fixture.wait_until(
+        "status shows bytes written by the running base backup",
+        || {
+            report = fixture.status_json();
+            report["base_backup"]["running"]["bytes_written"]
+                .as_u64()
+                .is_some_and(|bytes| bytes > 0)
+        },
+    );
+    let running = &report["base_backup"]["running"];
+    assert_eq!(running["directory"], first.to_string(), "{report}");
+    assert!(running["started_at"].is_string(), "{report}");
+    let human = text(&fixture.run(&["status"]).stdout);
+    assert!(
+        human.contains(&format!("base backup  running into {first} since"))
+            && human.contains(" written"),
+        "{human}"
+    );
+    assert!(fixture.pgbak.join("base-backup.progress").is_file());
+
+    fs::write(fixture.out.join("allow"), "").unwrap();
+    let status = fixture.wait_exit(&mut sync, "sync");
+    assert!(status.success(), "{}", fixture.stderr_of("sync"));
+    let report = fixture.status_json();
+    assert!(report["base_backup"]["running"].is_null(), "{report}");
+    assert!(!fixture.pgbak.join("base-backup.progress").exists());
+    // The count status showed was real: no more than the finished base.tzst.
+    let base = fs::metadata(fixture.pgbak.join(first.to_string()).join("base.tzst"))
+        .unwrap()
+        .len();
+    assert!(running["bytes_written"].as_u64().unwrap() <= base);
+}

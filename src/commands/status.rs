@@ -9,6 +9,7 @@
 //! recorded in the journal and reported. An unused `$PGBAK` (no journal bytes, no backup
 //! directory) is reported as empty and left untouched.
 
+use crate::effects::base_progress;
 use crate::effects::config;
 use crate::effects::environment::PgbakHome;
 use crate::effects::journal_file::{self, OpenedJournal};
@@ -587,6 +588,13 @@ pub fn build_report(
         .collect();
     let script = script_report(home, state, policy, &mut problems);
     let mut base_backup = base_backup_report(state, now, policy, &mut problems);
+    if let Some(running) = base_backup.running.as_mut() {
+        // Only a count for the run the journal says is running: a file left by a killed sync
+        // names another directory (or the same one, dead: then the sync is reported dead).
+        running.bytes_written = base_progress::read_progress(home)
+            .filter(|(directory, _)| directory.to_string() == running.directory)
+            .map(|(_, bytes)| bytes);
+    }
     if opened.is_none() {
         // Unused: the first base backup is taken once the first WAL file arrives (S-2.7).
         base_backup.due = None;
@@ -790,8 +798,13 @@ pub fn render_human(report: &StatusReport, out: &mut dyn Write) -> std::io::Resu
     match (&base.running, base.due) {
         (Some(running), _) => writeln!(
             out,
-            "\nbase backup  running into {} since {} (attempt {})",
-            running.directory, running.started_at, running.attempt
+            "\nbase backup  running into {} since {} (attempt {}), {} written",
+            running.directory,
+            running.started_at,
+            running.attempt,
+            running
+                .bytes_written
+                .map_or("? bytes".to_owned(), human_bytes)
         )?,
         (None, Some(due)) => writeln!(out, "\nbase backup  due now ({})", due.replace('_', " "))?,
         (None, None) => writeln!(

@@ -53,6 +53,7 @@
 //! busy loop, and the rest of the work (shipping WAL) goes on meanwhile.
 
 use crate::effects::base_backup::{self, BaseBackupRun};
+use crate::effects::base_progress::ProgressFile;
 use crate::effects::config::Config;
 use crate::effects::durable;
 use crate::effects::environment::PgbakHome;
@@ -244,6 +245,30 @@ fn refresh_journal(
     }
 }
 
+/// A base backup this session is running.
+struct RunningBase {
+    directory: DirectoryName,
+    run: BaseBackupRun,
+    /// For `status` only; `None` if the file could not be created (the run goes on). Dropping
+    /// it with this struct removes the file.
+    progress: Option<ProgressFile>,
+}
+
+impl RunningBase {
+    /// Publishes the bytes written so far (throttled). Failing to is noted once and the file
+    /// is given up: status then shows the count as unknown, and the backup is unaffected.
+    fn report_progress(&mut self, log: &SyncLog) {
+        if let Some(progress) = self.progress.as_mut()
+            && let Err(error) = progress.update(self.run.bytes_written())
+        {
+            log.note(&format!(
+                "cannot write the base backup's progress for status: {error}"
+            ));
+            self.progress = None;
+        }
+    }
+}
+
 /// One session: from `SyncStarted` to `SyncStopped`, holding the sync lock throughout.
 struct Session<'a> {
     home: &'a PgbakHome,
@@ -257,7 +282,7 @@ struct Session<'a> {
     /// The running script, exactly while the state shows it running.
     script: Option<ScriptProcess>,
     /// The running base backup and its directory, exactly while the state shows it running.
-    base_backup: Option<(DirectoryName, BaseBackupRun)>,
+    base_backup: Option<RunningBase>,
     /// Effects that failed without a fact to record, and when to try them again.
     deferred: Vec<(Action, Instant)>,
 }
@@ -349,8 +374,8 @@ impl Session<'_> {
             script.terminate();
             let _ = script.stop("stopped: the journal was rebuilt");
         }
-        if let Some((_, run)) = self.base_backup.take() {
-            let _ = run.stop();
+        if let Some(running) = self.base_backup.take() {
+            let _ = running.run.stop();
         }
         self.deferred.clear();
         self.begin()
@@ -375,12 +400,15 @@ impl Session<'_> {
                 },
             }])?;
         }
-        if let Some((directory, run)) = self.base_backup.as_mut()
-            && let Some(result) = run.try_finish()
-        {
-            let directory = *directory;
-            self.base_backup = None;
-            self.record(vec![base_backup_outcome(directory, result)])?;
+        if let Some(running) = self.base_backup.as_mut() {
+            match running.run.try_finish() {
+                Some(result) => {
+                    let directory = running.directory;
+                    self.base_backup = None;
+                    self.record(vec![base_backup_outcome(directory, result)])?;
+                }
+                None => running.report_progress(&self.log),
+            }
         }
         Ok(())
     }
@@ -501,7 +529,20 @@ impl Session<'_> {
             }
         };
         match started {
-            Ok(run) => self.base_backup = Some((directory, run)),
+            Ok(run) => {
+                let progress = ProgressFile::create(self.home, directory)
+                    .inspect_err(|error| {
+                        self.log.note(&format!(
+                            "cannot write the base backup's progress for status: {error}"
+                        ));
+                    })
+                    .ok();
+                self.base_backup = Some(RunningBase {
+                    directory,
+                    run,
+                    progress,
+                });
+            }
             Err(message) => {
                 self.log.error(&message);
                 self.record(vec![Event::BaseBackupFailed {
@@ -565,7 +606,10 @@ impl Session<'_> {
             // Both groups get SIGTERM at once; the base backup's stop below waits its grace.
             script.terminate();
         }
-        if let Some((directory, mut run)) = self.base_backup.take() {
+        if let Some(RunningBase {
+            directory, mut run, ..
+        }) = self.base_backup.take()
+        {
             let event = match run.try_finish() {
                 Some(result) => base_backup_outcome(directory, result),
                 None => Event::BaseBackupFailed {

@@ -5,6 +5,7 @@
 //! (S-3.3). Nothing here decides *what* to do; the pure machine does.
 
 pub mod base_backup;
+pub mod base_progress;
 pub mod config;
 pub mod driver;
 pub mod durable;

@@ -1,0 +1,157 @@
+//! How far a running base backup has got, for `pgbak status` (issue 4: "status shows a running
+//! base backup with its start and the bytes written so far").
+//!
+//! Owns: `$PGBAK/base-backup.progress` ([`PROGRESS_FILE_NAME`]), [`ProgressFile`] (the sync's
+//! writing end) and [`read_progress`] (status's reading end).
+//!
+//! Why a file: the count lives in the sync process (`base.tzst` is an unnamed `O_TMPFILE` until
+//! it is complete, so nobody else can even stat it), and `status` is another process that must
+//! not take the sync lock or write anything. Why not the journal: a record per megabyte would
+//! grow it for nothing durable.
+//!
+//! Invariants kept:
+//! - Advisory only: never fsynced, never read by anything that decides. A stale file (the sync
+//!   was killed) is harmless: status shows a count only when the file names the directory the
+//!   journal says is being backed up, and the next run truncates it.
+//! - One fixed-width line, `TIMESTAMP BYTES\n`, rewritten in place with one `pwrite` at offset
+//!   0: a reader sees the old line or the new one, never a shorter mixture.
+//! - The sync removes the file when the run ends (dropping the [`ProgressFile`]).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::effects::durable::PRIVATE_FILE_MODE;
+use crate::effects::environment::PgbakHome;
+use crate::timestamp::DirectoryName;
+
+/// The file's name in `$PGBAK`.
+pub const PROGRESS_FILE_NAME: &str = "base-backup.progress";
+
+/// How often the count is rewritten at most: status is read by people and polls.
+const UPDATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Width of the byte count: enough for any `u64`, so every line has the same length.
+const BYTES_WIDTH: usize = 20;
+
+/// The sync's handle on the progress file of one base backup run.
+pub struct ProgressFile {
+    path: PathBuf,
+    file: File,
+    directory: DirectoryName,
+    last_written: Option<Instant>,
+}
+
+impl ProgressFile {
+    /// Creates (or truncates a stale) progress file for `directory`, with a count of 0.
+    pub fn create(home: &PgbakHome, directory: DirectoryName) -> io::Result<ProgressFile> {
+        let path = home.path.join(PROGRESS_FILE_NAME);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE_MODE)
+            .custom_flags(nix::libc::O_CLOEXEC)
+            .open(&path)?;
+        let mut progress = ProgressFile {
+            path,
+            file,
+            directory,
+            last_written: None,
+        };
+        progress.write_now(0)?;
+        Ok(progress)
+    }
+
+    /// Records `bytes` unless the last update was under [`UPDATE_INTERVAL`] ago.
+    pub fn update(&mut self, bytes: u64) -> io::Result<()> {
+        if self
+            .last_written
+            .is_some_and(|at| at.elapsed() < UPDATE_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.write_now(bytes)
+    }
+
+    fn write_now(&mut self, bytes: u64) -> io::Result<()> {
+        let line = format!("{} {bytes:>BYTES_WIDTH$}\n", self.directory);
+        self.file.write_all_at(line.as_bytes(), 0)?;
+        self.last_written = Some(Instant::now());
+        Ok(())
+    }
+}
+
+impl Drop for ProgressFile {
+    fn drop(&mut self) {
+        // Best effort: a leftover file is ignored by status (see the module invariants).
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The directory and byte count in `$PGBAK/base-backup.progress`, if it exists and reads well.
+/// Never an error: progress is a nicety, and any doubt reads as "unknown".
+pub fn read_progress(home: &PgbakHome) -> Option<(DirectoryName, u64)> {
+    let text = std::fs::read_to_string(home.path.join(PROGRESS_FILE_NAME)).ok()?;
+    let (directory, bytes) = text.trim_end_matches('\n').split_once(' ')?;
+    Some((DirectoryName::parse(directory)?, bytes.trim().parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::ScratchDirectory;
+
+    fn directory() -> DirectoryName {
+        DirectoryName::parse("20261125T101500Z").unwrap()
+    }
+
+    #[test]
+    fn the_count_is_readable_while_the_run_lasts_and_gone_after() {
+        let scratch = ScratchDirectory::new("progress");
+        let home = scratch.home();
+        let mut progress = ProgressFile::create(&home, directory()).unwrap();
+        assert_eq!(read_progress(&home), Some((directory(), 0)));
+        // The first update after creation is throttled; a forced write shows the new count.
+        progress.update(7).unwrap();
+        assert_eq!(read_progress(&home), Some((directory(), 0)));
+        progress.write_now(123_456_789).unwrap();
+        assert_eq!(read_progress(&home), Some((directory(), 123_456_789)));
+        progress.write_now(u64::MAX).unwrap();
+        assert_eq!(read_progress(&home), Some((directory(), u64::MAX)));
+        drop(progress);
+        assert_eq!(read_progress(&home), None);
+        assert!(!home.path.join(PROGRESS_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_stale_file_from_a_killed_run_is_truncated_by_the_next() {
+        let scratch = ScratchDirectory::new("progress-stale");
+        let home = scratch.home();
+        std::fs::write(
+            home.path.join(PROGRESS_FILE_NAME),
+            "20200101T000000Z 99999999999999999999\n",
+        )
+        .unwrap();
+        let _progress = ProgressFile::create(&home, directory()).unwrap();
+        assert_eq!(read_progress(&home), Some((directory(), 0)));
+    }
+
+    #[test]
+    fn garbage_reads_as_unknown() {
+        let scratch = ScratchDirectory::new("progress-garbage");
+        let home = scratch.home();
+        for garbage in [
+            "",
+            "\n",
+            "20261125T101500Z",
+            "nonsense 12\n",
+            "20261125T101500Z x\n",
+        ] {
+            std::fs::write(home.path.join(PROGRESS_FILE_NAME), garbage).unwrap();
+            assert_eq!(read_progress(&home), None, "{garbage:?}");
+        }
+    }
+}
