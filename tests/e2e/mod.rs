@@ -385,10 +385,21 @@ pub fn restore_and_query(
             socket.display()
         ))
         .args(["-w", "start"]));
-    let result = sql_on(socket, port, query);
-    run(as_server_user(&format!("{BIN}/pg_ctl"))
-        .arg("-D")
-        .arg(target)
-        .args(["-m", "fast", "-w", "stop"]));
-    result
+    // Stops the restored server also when the query panics; otherwise it outlives the test.
+    let _stop = StopServerOnDrop(target.to_path_buf());
+    sql_on(socket, port, query)
+}
+
+/// Stops the server of a data directory (fast mode) when dropped; harmless if it is stopped.
+struct StopServerOnDrop(PathBuf);
+
+impl Drop for StopServerOnDrop {
+    fn drop(&mut self) {
+        let _ = as_server_user(&format!("{BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(&self.0)
+            .args(["-m", "fast", "-w", "stop"])
+            .stdin(Stdio::null())
+            .output();
+    }
 }
