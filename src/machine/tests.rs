@@ -43,6 +43,30 @@ fn start_sync(state: &mut State, pid: u32, at: UnixMillis) {
 }
 
 #[test]
+fn a_duplicate_is_counted_once_even_when_the_crash_hid_the_first_copy_from_the_journal() {
+    let mut state = State::default();
+    let directory = archive(&mut state, 1, START)[0];
+    let duplicate = |number| Event::WalArchived {
+        file: segment(number),
+        compressed_bytes: 1000,
+        directories: vec![directory],
+        already_present: true,
+        at: START,
+    };
+    // Segment 1 again (PostgreSQL re-sent it): counted already.
+    apply(&mut state, &duplicate(1)).unwrap();
+    assert_eq!(state.directories[&directory].wal_files, 1);
+    // Segment 2 was linked by a `wal` killed before its record; the retry finds it present.
+    apply(&mut state, &duplicate(2)).unwrap();
+    let stored = &state.directories[&directory];
+    assert_eq!((stored.wal_files, stored.wal_bytes), (2, 2000));
+    assert_eq!(stored.last_wal, Some(segment(2)));
+    // And re-sent once more: still two.
+    apply(&mut state, &duplicate(2)).unwrap();
+    assert_eq!(state.directories[&directory].wal_files, 2);
+}
+
+#[test]
 fn first_file_ever_opens_a_pending_directory_and_makes_a_base_backup_due() {
     let mut state = State::default();
     let targets = archive_targets(&state, START);

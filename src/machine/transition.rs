@@ -21,7 +21,7 @@ use super::state::{
     Shipped, State, SyncEnd, SyncSession,
 };
 use crate::timestamp::DirectoryName;
-use crate::wal_name::WalFileKind;
+use crate::wal_name::{WalFileKind, WalFileName};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -308,6 +308,16 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), TransitionError> {
     Ok(())
 }
 
+/// A duplicate (`already_present`) was counted already, except after a crash between linking
+/// the file and recording it: then the journal never saw it. PostgreSQL archives segments in
+/// order, so a segment (or `.partial`) newer than the directory's newest recorded one cannot
+/// have been counted. History and `.backup` files are not ordered that way; in that rare
+/// window they stay uncounted (status's counts are one low, nothing else depends on them).
+fn counted_for_the_first_time(directory: &Directory, file: &WalFileName) -> bool {
+    matches!(file.kind(), WalFileKind::Segment | WalFileKind::Partial)
+        && directory.last_wal.as_ref().is_none_or(|last| file > last)
+}
+
 fn reject(event: &Event, reason: impl Into<String>) -> TransitionError {
     TransitionError {
         event: event.kind().name(),
@@ -392,7 +402,7 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
                 // crash between link and record, the journal may never have counted it.
                 directory.content_version += 1;
                 directory.newest_file_at = directory.newest_file_at.max(*at);
-                if !already_present {
+                if !already_present || counted_for_the_first_time(directory, file) {
                     directory.wal_files += 1;
                     directory.wal_bytes = directory.wal_bytes.saturating_add(*compressed_bytes);
                 }

@@ -66,10 +66,29 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
+/// Templates live as long as their test binary, which has no hook at exit: each run removes
+/// those whose process is gone.
+fn remove_templates_of_finished_runs() {
+    let Ok(entries) = fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix("pgbak-e2e-template-")
+            .and_then(|pid| pid.parse::<u32>().ok())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The template data directory, made once per test binary.
 fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
+        remove_templates_of_finished_runs();
         let root = PathBuf::from(format!("/tmp/pgbak-e2e-template-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
@@ -286,17 +305,40 @@ impl Cluster {
 
     /// `pg_switch_wal()`, then waits until PostgreSQL's archiver reports the switched segment
     /// archived (archiving is asynchronous: `pgbak wait` right after the switch would find
-    /// nothing archived yet, which is "done").
-    pub fn switch_wal_and_wait_archived(&self) {
+    /// nothing archived yet, which is "done"). Returns the segment's name. The limit is
+    /// generous: after three failed attempts PostgreSQL's archiver pauses for 60 s.
+    pub fn switch_wal_and_wait_archived(&self) -> String {
         let segment = self.sql("select pg_walfile_name(pg_switch_wal())");
-        for _ in 0..600 {
+        for _ in 0..3000 {
             let archived = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
             if archived.as_str() >= segment.as_str() {
-                return;
+                return segment;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("segment {segment} not archived within 60 s");
+        panic!("segment {segment} not archived within 300 s");
+    }
+
+    /// Prints what the cluster's directory (removed on drop) can tell about a failure: the
+    /// server log, `pgbak status`, `status --journal` and the sync log.
+    pub fn dump_diagnostics(&self) {
+        let read = |path: &Path| fs::read_to_string(path).unwrap_or_default();
+        eprintln!(
+            "--- {} server.log ---\n{}",
+            self.root.display(),
+            self.server_log()
+        );
+        for args in [&["status"][..], &["status", "--journal"][..]] {
+            if let Ok(output) = self.pgbak_command(args).output() {
+                eprintln!(
+                    "--- pgbak {} ---\n{}{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+        eprintln!("--- sync.log ---\n{}", read(&self.pgbak.join("sync.log")));
     }
 }
 
@@ -321,6 +363,9 @@ pub fn sql_on(socket: &Path, port: u16, statement: &str) -> String {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_diagnostics();
+        }
         if self.running {
             let _ = as_server_user(&format!("{BIN}/pg_ctl"))
                 .arg("-D")
