@@ -77,6 +77,14 @@ enum Command {
     /// Create $PGBAK with private modes and a backup script template, and print the
     /// postgresql.conf lines and a systemd drop-in to use it.
     Init,
+    /// Internal: leads the backup script's process group for the sync (see
+    /// src/effects/script_guardian.rs). Not for operators.
+    #[command(name = "__script-guardian", hide = true)]
+    ScriptGuardian {
+        program: std::ffi::OsString,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -128,6 +136,9 @@ fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             commands::status::run(&home, format, out)?;
         }
         Command::Init => commands::init::run_from_environment(out)?,
+        Command::ScriptGuardian { program, args } => {
+            pgbak::effects::script_guardian::run_guardian(&program, &args)
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -575,13 +575,15 @@ fn a_killed_sync_is_recorded_as_abandoned_by_the_next_sync_which_resumes() {
         fixture.pid_file("sleeper.pid").is_some()
     });
     let script = fixture.pid_file("script.pid").unwrap();
+    let sleeper = fixture.pid_file("sleeper.pid").unwrap();
     let dead_pid = sync.id();
     sync.kill().unwrap();
     let status = fixture.wait_exit(&mut sync, "sync");
     assert_eq!(status.code(), None, "killed by a signal");
-    // The script is told its supervisor died (PR_SET_PDEATHSIG: SIGTERM).
-    fixture.wait_until("the orphaned script got SIGTERM", || {
-        process_is_dead(script)
+    // The group's leader (pgbak's guardian) is told its supervisor died (PR_SET_PDEATHSIG) and
+    // stops the whole group: the script and the `sleep` it started without `exec` (S-5.4).
+    fixture.wait_until("the orphaned script and its child were stopped", || {
+        process_is_dead(script) && process_is_dead(sleeper)
     });
 
     let status = fixture.status_json();

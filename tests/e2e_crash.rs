@@ -96,6 +96,14 @@ fn poll(seconds: u32, what: &str, ready: impl Fn() -> bool, context: impl Fn() -
     panic!("{what}: not within {seconds} s\n{}", context());
 }
 
+/// Where the journal records that the sync `pid` (killed) was abandoned by its successor.
+fn abandoned_at(cluster: &Cluster, events: &[(String, serde_json::Value)], pid: u64) -> usize {
+    events
+        .iter()
+        .position(|(kind, event)| kind == "SyncAbandoned" && event["pid"] == pid)
+        .unwrap_or_else(|| panic!("no SyncAbandoned for {pid}\n{}", diagnostics(cluster)))
+}
+
 /// `pgbak status --journal`, decoded into `(kind, event as JSON)`, oldest first; checkpoints
 /// have `Null`. The JSON is serde's externally tagged form: `{"Kind": {fields}}`.
 fn journal(cluster: &Cluster) -> Vec<(String, serde_json::Value)> {
@@ -340,10 +348,7 @@ fn kill_9_of_the_sync_during_pg_basebackup_then_the_next_wal_resumes_and_the_res
     // The journal: the dead session abandoned, its pending directory removed, and a new base
     // backup into another directory finished after that.
     let events = journal(&cluster);
-    let abandoned = events
-        .iter()
-        .position(|(kind, event)| kind == "SyncAbandoned" && event["pid"] == sync_pid)
-        .unwrap_or_else(|| panic!("no SyncAbandoned for {sync_pid}\n{}", diagnostics(&cluster)));
+    let abandoned = abandoned_at(&cluster, &events, sync_pid);
     let pending_seconds = journal_directory(&pending);
     assert!(
         events[abandoned..].iter().any(
@@ -414,17 +419,17 @@ fn kill_9_of_the_sync_during_the_backup_script_then_the_script_reruns_and_the_of
     };
     let out = cluster.root.join("out");
     let offsite = cluster.root.join("offsite");
-    // First run: its pid, a child that is not exec'd (so the group has two processes), the
-    // marker, then it hangs. Later runs ship the directory.
+
+    // First run: its pid, a child that is not exec'd and no TERM trap (a naive script: the
+    // group's leader, pgbak's guardian, must stop the child, S-5.4), the marker, then it hangs.
+    // Later runs ship the directory.
     let script = format!(
         "#!/bin/sh\necho \"$1 $2\" >> {out}/runs\n\
          if [ ! -e {out}/hanging ]; then\n\
          \techo $$ > {out}/script.pid\n\
          \tsleep 600 &\n\
-         \tchild=$!\n\
-         \ttrap 'kill $child; exit 143' TERM\n\
          \ttouch {out}/hanging\n\
-         \twait $child\n\
+         \twait\n\
          \texit 1\n\
          fi\n\
          mkdir -p {offsite}/pg-$1 && cp -r ./. {offsite}/pg-$1/\n",
@@ -454,16 +459,23 @@ fn kill_9_of_the_sync_during_the_backup_script_then_the_script_reruns_and_the_of
     assert!(!status["script"]["running"].is_null(), "{status}");
     let sync_pid = status["sync"]["pid"].as_u64().unwrap();
     let current = status["current"].as_str().unwrap().to_owned();
+    // The group is led by pgbak's guardian, the script's parent (S-5.4).
+    let group_id = processes()
+        .into_iter()
+        .find(|p| p.pid == script_pid)
+        .map(|p| p.pgrp)
+        .unwrap();
+    assert_ne!(group_id, script_pid, "the script is not its group's leader");
     let group = || -> Vec<Process> {
         processes()
             .into_iter()
-            .filter(|p| p.pgrp == script_pid && p.alive())
+            .filter(|p| p.pgrp == group_id && p.alive())
             .collect()
     };
     let members = group();
     assert!(
-        members.len() >= 2 && members.iter().any(|p| p.comm == "sleep"),
-        "the script's group {script_pid}: {members:?}"
+        members.len() >= 3 && members.iter().any(|p| p.comm == "sleep"),
+        "the script's group {group_id}: {members:?}"
     );
 
     kill_9(sync_pid);
@@ -471,7 +483,7 @@ fn kill_9_of_the_sync_during_the_backup_script_then_the_script_reruns_and_the_of
         30,
         "the script's process group gone after the sync's kill -9",
         || group().is_empty(),
-        || format!("still running in group {script_pid}: {:?}", group()),
+        || format!("still running in group {group_id}: {:?}", group()),
     );
     let status = cluster.status_until(30, "the sync reported dead", |status| {
         status["sync"]["died"] == true
@@ -486,10 +498,7 @@ fn kill_9_of_the_sync_during_the_backup_script_then_the_script_reruns_and_the_of
     assert_eq!(code, Some(0), "{stderr}\n{}", diagnostics(&cluster));
 
     let events = journal(&cluster);
-    let abandoned = events
-        .iter()
-        .position(|(kind, event)| kind == "SyncAbandoned" && event["pid"] == sync_pid)
-        .unwrap_or_else(|| panic!("no SyncAbandoned for {sync_pid}\n{}", diagnostics(&cluster)));
+    let abandoned = abandoned_at(&cluster, &events, sync_pid);
     let current_seconds = journal_directory(&current);
     assert!(
         events[abandoned..].iter().any(|(kind, event)| kind == "ScriptSucceeded"

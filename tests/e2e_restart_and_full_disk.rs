@@ -117,7 +117,7 @@ fn a_crash_under_load_and_a_resent_segment_store_each_segment_once_and_restore_e
     let ready = status_dir.join(format!("{resent}.ready"));
     assert!(done.is_file(), "{} is missing", done.display());
     assert!(cluster.data.join("pg_wal").join(&resent).is_file());
-    run_ok(e2e::as_server_user("mv").arg(&done).arg(&ready));
+    e2e::run_ok(e2e::as_server_user("mv").arg(&done).arg(&ready));
     let log_before = cluster.server_log().len();
     cluster.start();
     poll_until(120, "PostgreSQL archives the re-sent segment again", || {
@@ -410,7 +410,7 @@ impl OnTmpfs {
     fn mount(cluster: Cluster, size: &str) -> OnTmpfs {
         let mount_point = cluster.pgbak.clone();
         let aside = cluster.root.join("pgbak-as-initialized");
-        run_ok(Command::new("cp").arg("-a").arg(&mount_point).arg(&aside));
+        e2e::run_ok(Command::new("cp").arg("-a").arg(&mount_point).arg(&aside));
         let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
             .arg(format!("size={size},mode=0700"))
@@ -429,13 +429,13 @@ impl OnTmpfs {
             cluster,
             mount_point,
         };
-        run_ok(
+        e2e::run_ok(
             Command::new("cp")
                 .arg("-a")
                 .arg(aside.join("."))
                 .arg(&full.mount_point),
         );
-        run_ok(
+        e2e::run_ok(
             Command::new("chown")
                 .args(["-R", "postgres:"])
                 .arg(&full.mount_point),
@@ -471,17 +471,6 @@ fn keep_all_wal(cluster: &Cluster) {
         .open(cluster.data.join("postgresql.conf"))
         .unwrap();
     writeln!(conf, "wal_keep_size = '1GB'").unwrap();
-}
-
-fn run_ok(command: &mut Command) -> Output {
-    let output = command.stdin(Stdio::null()).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// `pgbench ARGS` in a thread, as the server user; its output whatever its exit status (the
@@ -664,7 +653,7 @@ fn assert_store_is_clean(cluster: &Cluster) -> Vec<(String, Vec<String>)> {
             wal.display()
         );
         assert!(!names.is_empty(), "{} is empty", wal.display());
-        let test = run_ok(
+        let test = e2e::run_ok(
             Command::new("zstd")
                 .args(["-t", "-q"])
                 .args(names.iter().map(|name| wal.join(name))),
@@ -709,7 +698,7 @@ fn assert_equal_to_server_segments(cluster: &Cluster, directory: &str, names: &[
         };
         let source = fs::read(cluster.data.join("pg_wal").join(segment))
             .unwrap_or_else(|error| panic!("the server's {segment}: {error}"));
-        let stored = run_ok(
+        let stored = e2e::run_ok(
             Command::new("zstd")
                 .args(["-d", "-c", "-q"])
                 .arg(cluster.pgbak.join(directory).join("pg_wal").join(name)),

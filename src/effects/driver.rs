@@ -59,7 +59,7 @@ use crate::effects::durable;
 use crate::effects::environment::PgbakHome;
 use crate::effects::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal, now};
 use crate::effects::lock::{LockKind, LockRange, Wait};
-use crate::effects::script::{ScriptOutcome, ScriptProcess, failure_output};
+use crate::effects::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
 use crate::effects::sync_process::{self, StopSignals, SyncLog};
 use crate::effects::tree_scan::WAL_DIRECTORY_NAME;
 use crate::journal::JournalError;
@@ -570,7 +570,13 @@ impl Session<'_> {
             at: now(),
         }])?;
         crate::failpoint::fail_point("sync-after-script-intent");
-        match ScriptProcess::start(self.home, directory, current_timestamp, &self.log) {
+        match ScriptProcess::start(
+            self.home,
+            directory,
+            current_timestamp,
+            &self.log,
+            GroupLeader::Guardian,
+        ) {
             Ok(script) => self.script = Some(script),
             Err(message) => {
                 self.log.error(&message);

@@ -13,6 +13,7 @@ pub mod environment;
 pub mod journal_file;
 pub mod lock;
 pub mod script;
+pub mod script_guardian;
 pub mod sync_process;
 pub mod tree_scan;
 pub mod wal_archive;

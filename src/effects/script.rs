@@ -22,9 +22,11 @@
 //! was signalled, so the group id (the leader's pid) cannot have been reused by then.
 //!
 //! The script starts with an empty signal mask and default signal dispositions (pgbak's own
-//! handlers do not survive exec), and with `PR_SET_PDEATHSIG` = SIGTERM: if the sync process is
-//! killed outright (`kill -9`), the script's leader is told to stop instead of running on,
-//! unsupervised, next to the run the next sync starts (S-5.2: one run at a time).
+//! handlers do not survive exec). Its group is led by pgbak's guardian
+//! ([`crate::effects::script_guardian`]), started with `PR_SET_PDEATHSIG` = SIGTERM: if the
+//! sync process is killed outright (`kill -9`), the guardian stops the whole group instead of
+//! letting it run on, unsupervised, next to the run the next sync starts (S-5.2: one run at a
+//! time; S-5.4).
 //!
 //! Invariants: starting never panics: a missing, non-executable or unrunnable script is an
 //! `Err` with a message for the journal (S-5.3: a failure like any other, retried with
@@ -34,6 +36,7 @@
 //! sync.
 
 use crate::effects::environment::{PGBAK_VARIABLE, PgbakHome};
+use crate::effects::script_guardian::GUARDIAN_SUBCOMMAND;
 use crate::effects::sync_process::SyncLog;
 use crate::machine::FAILURE_OUTPUT_MAX_BYTES;
 use crate::timestamp::DirectoryName;
@@ -397,6 +400,17 @@ pub fn script_problem(script: &Path) -> Option<String> {
     }
 }
 
+/// What leads the script's process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupLeader {
+    /// pgbak's own guardian ([`crate::effects::script_guardian`]), running the script as its
+    /// child: when the sync dies, the whole group is stopped. What the sync uses.
+    Guardian,
+    /// The script itself: when the sync dies, only the script is told. For tests of this
+    /// module, whose test binary has no guardian subcommand.
+    Script,
+}
+
 impl ScriptProcess {
     /// Starts `$PGBAK/scripts/backup DIRECTORY CURRENT_TIMESTAMP` in `$PGBAK/DIRECTORY` (S-5.1).
     /// `Err` is the one-line reason it could not start, for `ScriptFailed`.
@@ -405,6 +419,7 @@ impl ScriptProcess {
         directory: DirectoryName,
         current_timestamp: DirectoryName,
         log: &Arc<SyncLog>,
+        leader: GroupLeader,
     ) -> Result<ScriptProcess, String> {
         let script = home.backup_script_path();
         if let Some(problem) = script_problem(&script) {
@@ -417,16 +432,24 @@ impl ScriptProcess {
                 working_directory.display()
             ));
         }
-        let mut command = Command::new(&script);
+        let mut command = match leader {
+            GroupLeader::Script => Command::new(&script),
+            GroupLeader::Guardian => {
+                // Resolved in the forked child: the very binary this sync runs, even if the
+                // file was replaced by an upgrade since.
+                let mut command = Command::new("/proc/self/exe");
+                command.arg(GUARDIAN_SUBCOMMAND).arg(&script);
+                command
+            }
+        };
         command
             .arg(directory.to_string())
             .arg(current_timestamp.to_string())
             .current_dir(&working_directory)
             .env(PGBAK_VARIABLE, &home.path);
-        // If the sync process dies (kill -9), the script gets SIGTERM instead of running on
-        // unsupervised next to the run the next sync starts (S-5.2: one run at a time). Only the
-        // leader gets it: a script that starts other programs without `exec` should trap TERM
-        // and stop them.
+        // If the sync process dies (kill -9), the group's leader gets SIGTERM instead of
+        // running on unsupervised next to the run the next sync starts (S-5.2: one run at a
+        // time). The guardian passes it to the whole group (S-5.4).
         let sync_process = nix::unistd::getpid();
         // SAFETY: only async-signal-safe system calls run between fork and exec:
         // sigprocmask(2), prctl(2) and getppid(2).
@@ -570,7 +593,8 @@ mod tests {
              ls -l /proc/$$/fd > descriptors\necho done\n",
         );
         let log = Arc::new(SyncLog::open(&home, false));
-        let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        let mut run =
+            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap();
         assert_eq!(wait_for(&mut run), ScriptOutcome::Succeeded);
         let seen = std::fs::read_to_string(home.directory_path(DIRECTORY).join("seen")).unwrap();
         let lines: Vec<&str> = seen.lines().collect();
@@ -626,7 +650,8 @@ mod tests {
                 None,
             )
             .unwrap();
-            let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+            let mut run =
+                ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap();
             wait_for(&mut run)
         });
         assert_eq!(run.join().unwrap(), ScriptOutcome::Succeeded);
@@ -646,7 +671,8 @@ mod tests {
              echo 'rsync: connection refused' >&2\nexit 3\n",
         );
         let log = Arc::new(SyncLog::open(&home, false));
-        let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        let mut run =
+            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap();
         let ScriptOutcome::Failed { output } = wait_for(&mut run) else {
             panic!("expected a failure");
         };
@@ -667,7 +693,8 @@ mod tests {
         let home = home(&scratch);
         std::fs::create_dir(home.directory_path(DIRECTORY)).unwrap();
         let log = Arc::new(SyncLog::open(&home, false));
-        let missing = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap_err();
+        let missing =
+            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap_err();
         assert!(missing.contains("does not exist"), "{missing}");
         assert!(missing.contains("scripts/backup"), "{missing}");
 
@@ -677,7 +704,8 @@ mod tests {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        let not_executable = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap_err();
+        let not_executable =
+            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap_err();
         assert!(
             not_executable.contains("is not executable"),
             "{not_executable}"
@@ -691,12 +719,14 @@ mod tests {
         .unwrap();
         // Without a #! line execve fails with ENOEXEC, and execvp (which std uses) runs the
         // file with /bin/sh, as a shell would.
-        let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        let mut run =
+            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap();
         assert_eq!(wait_for(&mut run), ScriptOutcome::Succeeded);
 
         std::fs::remove_file(home.backup_script_path()).unwrap();
         std::os::unix::fs::symlink("/nonexistent/pgbak-script", home.backup_script_path()).unwrap();
-        let dangling = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap_err();
+        let dangling =
+            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap_err();
         assert!(
             dangling.contains("symbolic link to a missing file"),
             "{dangling}"
@@ -715,7 +745,8 @@ mod tests {
             "sh -c 'trap \"\" TERM; echo $$ > grandchild; exec sleep 300' &\nwait\n",
         );
         let log = Arc::new(SyncLog::open(&home, false));
-        let run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        let run =
+            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap();
         let pid_file = home.directory_path(DIRECTORY).join("grandchild");
         let deadline = Instant::now() + GENEROUS;
         while std::fs::read_to_string(&pid_file).map_or(true, |t| t.trim().is_empty()) {
@@ -753,7 +784,8 @@ mod tests {
         // The leftover keeps the output pipe open; the run must still end when the script does.
         write_script(&home, "sleep 300 &\necho shipped\nexit 0\n");
         let log = Arc::new(SyncLog::open(&home, false));
-        let mut run = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log).unwrap();
+        let mut run =
+            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap();
         assert_eq!(wait_for(&mut run), ScriptOutcome::Succeeded);
     }
 

@@ -55,7 +55,8 @@ fn chown_to_server_user(path: &Path) {
     }
 }
 
-fn run(command: &mut Command) -> Output {
+/// Runs `command` (stdin `/dev/null`) and panics with its output unless it exits 0.
+pub fn run_ok(command: &mut Command) -> Output {
     let output = command.stdin(Stdio::null()).output().unwrap();
     assert!(
         output.status.success(),
@@ -95,18 +96,20 @@ fn template() -> &'static Path {
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
         chown_to_server_user(&root);
         let data = root.join("data");
-        run(as_server_user(&format!("{BIN}/initdb"))
-            .args(["-D"])
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-instructions",
-                "-E",
-                "UTF8",
-            ]));
+        run_ok(
+            as_server_user(&format!("{BIN}/initdb"))
+                .args(["-D"])
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "--no-instructions",
+                    "-E",
+                    "UTF8",
+                ]),
+        );
         data
     })
 }
@@ -136,7 +139,7 @@ impl Cluster {
         let data = root.join("data");
         let socket = root.join("socket");
         let pgbak = root.join("pgbak");
-        run(Command::new("cp").arg("-a").arg(template()).arg(&data));
+        run_ok(Command::new("cp").arg("-a").arg(template()).arg(&data));
         fs::create_dir_all(&socket).unwrap();
         fs::create_dir_all(root.join("out")).unwrap();
         chown_to_server_user(&root);
@@ -232,13 +235,15 @@ impl Cluster {
         for (name, value) in extra {
             command.arg(format!("{name}={value}"));
         }
-        run(command
-            .arg(format!("{BIN}/pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "start"]));
+        run_ok(
+            command
+                .arg(format!("{BIN}/pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "start"]),
+        );
         self.running = true;
     }
 
@@ -246,22 +251,26 @@ impl Cluster {
     /// start runs crash recovery, and the archiver may re-send what it had not marked done).
     pub fn stop_immediate(&mut self) {
         if self.running {
-            run(as_server_user(&format!("{BIN}/pg_ctl"))
-                .arg("-D")
-                .arg(&self.data)
-                .args(["-m", "immediate", "-w", "stop"]));
+            run_ok(
+                as_server_user(&format!("{BIN}/pg_ctl"))
+                    .arg("-D")
+                    .arg(&self.data)
+                    .args(["-m", "immediate", "-w", "stop"]),
+            );
             self.running = false;
         }
     }
 
     /// `pgbench ARGS` against this server as the server user; panics if it fails.
     pub fn pgbench(&self, args: &[&str]) -> Output {
-        run(as_server_user(&format!("{BIN}/pgbench"))
-            .arg("-h")
-            .arg(&self.socket)
-            .args(["-p", &self.port.to_string(), "-U", "postgres"])
-            .args(args)
-            .arg("postgres"))
+        run_ok(
+            as_server_user(&format!("{BIN}/pgbench"))
+                .arg("-h")
+                .arg(&self.socket)
+                .args(["-p", &self.port.to_string(), "-U", "postgres"])
+                .args(args)
+                .arg("postgres"),
+        )
     }
 
     /// Polls `pgbak status --json` every 100 ms until `ready` holds for it; returns that status.
@@ -290,10 +299,12 @@ impl Cluster {
 
     pub fn stop(&mut self) {
         if self.running {
-            run(as_server_user(&format!("{BIN}/pg_ctl"))
-                .arg("-D")
-                .arg(&self.data)
-                .args(["-m", "fast", "-w", "stop"]));
+            run_ok(
+                as_server_user(&format!("{BIN}/pg_ctl"))
+                    .arg("-D")
+                    .arg(&self.data)
+                    .args(["-m", "fast", "-w", "stop"]),
+            );
             self.running = false;
         }
     }
@@ -343,21 +354,23 @@ impl Cluster {
 }
 
 pub fn sql_on(socket: &Path, port: u16, statement: &str) -> String {
-    let output = run(as_server_user(&format!("{BIN}/psql"))
-        .arg("-h")
-        .arg(socket)
-        .args([
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-X",
-            "-Atq",
-            "-d",
-            "postgres",
-            "-c",
-            statement,
-        ]));
+    let output = run_ok(
+        as_server_user(&format!("{BIN}/psql"))
+            .arg("-h")
+            .arg(socket)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "-Atq",
+                "-d",
+                "postgres",
+                "-c",
+                statement,
+            ]),
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
@@ -390,21 +403,25 @@ pub fn restore_and_query(
     query: &str,
 ) -> String {
     let _ = fs::remove_dir_all(target);
-    run(as_server_user("mkdir").args(["-m700"]).arg(target));
-    run(as_server_user("tar")
-        .arg("-C")
-        .arg(target)
-        .arg("-xf")
-        .arg(backup.join("base.tzst")));
+    run_ok(as_server_user("mkdir").args(["-m700"]).arg(target));
+    run_ok(
+        as_server_user("tar")
+            .arg("-C")
+            .arg(target)
+            .arg("-xf")
+            .arg(backup.join("base.tzst")),
+    );
     let mut wal_files: Vec<PathBuf> = fs::read_dir(backup.join("pg_wal"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     wal_files.sort();
-    run(as_server_user("zstd")
-        .args(["-q", "-d", "--output-dir-flat"])
-        .arg(target.join("pg_wal"))
-        .args(&wal_files));
+    run_ok(
+        as_server_user("zstd")
+            .args(["-q", "-d", "--output-dir-flat"])
+            .arg(target.join("pg_wal"))
+            .args(&wal_files),
+    );
     // Replay without fsync, as the seed suggests; `--single` exits when recovery is done.
     let single = as_server_user(&format!("{BIN}/postgres"))
         .args(["--single", "-F", "-D"])
@@ -419,17 +436,19 @@ pub fn restore_and_query(
         String::from_utf8_lossy(&single.stderr)
     );
     let log = target.with_extension("log");
-    run(as_server_user(&format!("{BIN}/pg_ctl"))
-        .arg("-D")
-        .arg(target)
-        .arg("-l")
-        .arg(&log)
-        .arg("-o")
-        .arg(format!(
-            "-p {port} -c archive_mode=off -c unix_socket_directories={}",
-            socket.display()
-        ))
-        .args(["-w", "start"]));
+    run_ok(
+        as_server_user(&format!("{BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(target)
+            .arg("-l")
+            .arg(&log)
+            .arg("-o")
+            .arg(format!(
+                "-p {port} -c archive_mode=off -c unix_socket_directories={}",
+                socket.display()
+            ))
+            .args(["-w", "start"]),
+    );
     // Stops the restored server also when the query panics; otherwise it outlives the test.
     let _stop = StopServerOnDrop(target.to_path_buf());
     sql_on(socket, port, query)
