@@ -963,12 +963,35 @@ fn autostart_starts_one_detached_sync_that_holds_none_of_the_callers_pipes() {
     let syncs = StopOnDrop(background_syncs(&pgbak));
     eprintln!("background syncs running after the call: {:?}", syncs.0);
 
-    // `wal` has exited, so if nobody else holds the write end, the read end is at EOF.
+    // No sync holds the pipe: none of its descriptors is this pipe (exact, whatever other
+    // test threads do meanwhile).
+    let pipe_inode = nix::sys::stat::fstat(&pipe_read).unwrap().st_ino;
+    let pipe_link = format!("pipe:[{pipe_inode}]");
+    for &pid in &syncs.0 {
+        for entry in fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+        {
+            let target = entry.map(|e| fs::read_link(e.path()));
+            assert!(
+                !matches!(&target, Ok(Ok(t)) if t == Path::new(&pipe_link)),
+                "the background sync {pid} holds a pipe of the caller open"
+            );
+        }
+    }
+    // And `wal` has exited, so the read end reaches EOF. Not at once, necessarily: another
+    // test thread that forked meanwhile holds a (close-on-exec) copy until its child execs.
     let mut buffer = [0u8; 1];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut read = nix::unistd::read(&pipe_read, &mut buffer);
+    while read == Err(nix::errno::Errno::EAGAIN) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        read = nix::unistd::read(&pipe_read, &mut buffer);
+    }
     assert_eq!(
-        nix::unistd::read(&pipe_read, &mut buffer),
+        read,
         Ok(0),
-        "the background sync holds a pipe of the caller open"
+        "a process started by the call holds a pipe of the caller open"
     );
     // It leads its own session and has /dev/null as stdio.
     let our_session = session_of(std::process::id()).unwrap();
