@@ -935,10 +935,18 @@ fn status_shows_the_bytes_a_running_base_backup_has_written_so_far() {
     );
     let running = &report["base_backup"]["running"];
     assert_eq!(running["directory"], first.to_string(), "{report}");
+    // The whole tar (24 MiB of noise and the headers) was read before pg_basebackup blocked,
+    // but the published count may be up to a second old.
+    fixture.wait_until("status shows the whole tar read", || {
+        fixture.status_json()["base_backup"]["running"]["bytes_read"]
+            .as_u64()
+            .is_some_and(|bytes| bytes >= 24 << 20)
+    });
     assert!(running["started_at"].is_string(), "{report}");
     let human = text(&fixture.run(&["status"]).stdout);
     assert!(
         human.contains(&format!("base backup  running into {first} since"))
+            && human.contains(" read from pg_basebackup, ")
             && human.contains(" written"),
         "{human}"
     );

@@ -286,14 +286,24 @@ fn kill_9_of_the_sync_during_pg_basebackup_then_the_next_wal_resumes_and_the_res
         || diagnostics(&cluster),
     );
     let pg_basebackup = find_pg_basebackup().unwrap().pid;
-    // Streaming: it has written into the sync's pipe. (Not `bytes_written` of status: that
-    // counts compressed output, which the multithreaded encoder holds back for its first
-    // job's worth of input, minutes at this rate.)
+    // Streaming: it has written into the sync's pipe, and status shows the tar bytes read so
+    // far (issue 4, item 1). Not `bytes_written`: that counts compressed output, which the
+    // multithreaded encoder holds back for its first job's worth of input, minutes at this
+    // rate.
     poll(
         60,
         "pg_basebackup streaming",
         || written_bytes(pg_basebackup) > 64 * 1024,
         || format!("wrote {} bytes", written_bytes(pg_basebackup)),
+    );
+    let status = cluster.status_until(30, "status showing the tar bytes read", |status| {
+        status["base_backup"]["running"]["bytes_read"]
+            .as_u64()
+            .is_some_and(|bytes| bytes > 64 * 1024)
+    });
+    assert_eq!(
+        status["base_backup"]["running"]["directory"], pending,
+        "{status}"
     );
 
     // The resumed sync must not be slow. Rewritten before the kill, not after: the sync read

@@ -144,7 +144,9 @@ pub struct RunningBaseBackupReport {
     pub directory: String,
     pub started_at: String,
     pub attempt: u32,
-    /// Not measurable yet: the base backup is written to an unnamed file (issue 4 adds it).
+    /// Uncompressed tar bytes read from `pg_basebackup` so far (`None`: not published yet).
+    pub bytes_read: Option<u64>,
+    /// Compressed bytes written so far (lags: the encoder emits jobs of several MiB).
     pub bytes_written: Option<u64>,
 }
 
@@ -439,6 +441,7 @@ fn base_backup_report(
             directory: running.directory.to_string(),
             started_at: time(running.started_at),
             attempt: running.attempt,
+            bytes_read: None,
             bytes_written: None,
         }),
         due: due.map(due_label),
@@ -591,9 +594,10 @@ pub fn build_report(
     if let Some(running) = base_backup.running.as_mut() {
         // Only a count for the run the journal says is running: a file left by a killed sync
         // names another directory (or the same one, dead: then the sync is reported dead).
-        running.bytes_written = base_progress::read_progress(home)
-            .filter(|(directory, _)| directory.to_string() == running.directory)
-            .map(|(_, bytes)| bytes);
+        let progress = base_progress::read_progress(home)
+            .filter(|progress| progress.directory.to_string() == running.directory);
+        running.bytes_read = progress.map(|p| p.bytes_read);
+        running.bytes_written = progress.map(|p| p.bytes_written);
     }
     if opened.is_none() {
         // Unused: the first base backup is taken once the first WAL file arrives (S-2.7).
@@ -798,10 +802,12 @@ pub fn render_human(report: &StatusReport, out: &mut dyn Write) -> std::io::Resu
     match (&base.running, base.due) {
         (Some(running), _) => writeln!(
             out,
-            "\nbase backup  running into {} since {} (attempt {}), {} written",
+            "\nbase backup  running into {} since {} (attempt {}): {} read from pg_basebackup, \
+             {} written",
             running.directory,
             running.started_at,
             running.attempt,
+            running.bytes_read.map_or("? bytes".to_owned(), human_bytes),
             running
                 .bytes_written
                 .map_or("? bytes".to_owned(), human_bytes)

@@ -290,6 +290,7 @@ impl BaseBackupRun {
             program: config.pg_basebackup.path.clone(),
             group: Mutex::new(GroupState::default()),
             stop_requested: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             tail: Mutex::new(OutputTail::default()),
         });
@@ -385,6 +386,11 @@ impl BaseBackupRun {
     pub fn stop(mut self) -> String {
         self.shutdown();
         self.shared.tail_text()
+    }
+
+    /// Bytes of `pg_basebackup`'s (uncompressed) tar stream read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.shared.bytes_read.load(Ordering::Relaxed)
     }
 
     /// Bytes of compressed output written so far; at the end, the size of `base.tzst`.
@@ -538,6 +544,9 @@ struct Shared {
     program: String,
     group: Mutex<GroupState>,
     stop_requested: AtomicBool,
+    /// Uncompressed tar bytes read from `pg_basebackup` (progress even while the
+    /// multithreaded encoder still holds its first job).
+    bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     tail: Mutex<OutputTail>,
 }
@@ -844,6 +853,7 @@ fn copy_stdout(
     stdout: &mut ChildStdout,
     encoder: &mut BaseEncoder,
     summary: &mut StreamSummary,
+    bytes_read: &AtomicU64,
 ) -> Result<(), CopyFailure> {
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
     loop {
@@ -854,6 +864,7 @@ fn copy_stdout(
             Err(error) => return Err(CopyFailure::Read(error)),
         };
         summary.record(&buffer[..count]);
+        bytes_read.fetch_add(count as u64, Ordering::Relaxed);
         encoder
             .write_all(&buffer[..count])
             .map_err(CopyFailure::Write)?;
@@ -870,7 +881,7 @@ fn supervise(
     shared: &Shared,
 ) -> Result<u64, String> {
     let mut summary = StreamSummary::default();
-    let copied = copy_stdout(&mut stdout, &mut encoder, &mut summary);
+    let copied = copy_stdout(&mut stdout, &mut encoder, &mut summary, &shared.bytes_read);
     drop(stdout);
     if copied.is_err() {
         // Nobody reads stdout any more; the program would block or die of SIGPIPE. Stop it.

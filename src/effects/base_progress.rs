@@ -13,8 +13,9 @@
 //! - Advisory only: never fsynced, never read by anything that decides. A stale file (the sync
 //!   was killed) is harmless: status shows a count only when the file names the directory the
 //!   journal says is being backed up, and the next run truncates it.
-//! - One fixed-width line, `TIMESTAMP BYTES\n`, rewritten in place with one `pwrite` at offset
-//!   0: a reader sees the old line or the new one, never a shorter mixture.
+//! - One fixed-width line, `TIMESTAMP READ WRITTEN\n` (bytes of `pg_basebackup`'s tar read, and
+//!   of compressed output written), rewritten in place with one `pwrite` at offset 0: a reader
+//!   sees the old line or the new one, never a shorter mixture.
 //! - The sync removes the file when the run ends (dropping the [`ProgressFile`]).
 
 use std::fs::{File, OpenOptions};
@@ -33,8 +34,19 @@ pub const PROGRESS_FILE_NAME: &str = "base-backup.progress";
 /// How often the count is rewritten at most: status is read by people and polls.
 const UPDATE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Width of the byte count: enough for any `u64`, so every line has the same length.
+/// Width of a byte count: enough for any `u64`, so every line has the same length.
 const BYTES_WIDTH: usize = 20;
+
+/// How far a run has got, as published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub directory: DirectoryName,
+    /// Uncompressed tar bytes read from `pg_basebackup`.
+    pub bytes_read: u64,
+    /// Compressed bytes written into the (still unnamed) `base.tzst`. The multithreaded encoder
+    /// emits output in jobs of several MiB, so this lags behind on a slow server.
+    pub bytes_written: u64,
+}
 
 /// The sync's handle on the progress file of one base backup run.
 pub struct ProgressFile {
@@ -61,23 +73,26 @@ impl ProgressFile {
             directory,
             last_written: None,
         };
-        progress.write_now(0)?;
+        progress.write_now(0, 0)?;
         Ok(progress)
     }
 
-    /// Records `bytes` unless the last update was under [`UPDATE_INTERVAL`] ago.
-    pub fn update(&mut self, bytes: u64) -> io::Result<()> {
+    /// Records the counts unless the last update was under [`UPDATE_INTERVAL`] ago.
+    pub fn update(&mut self, bytes_read: u64, bytes_written: u64) -> io::Result<()> {
         if self
             .last_written
             .is_some_and(|at| at.elapsed() < UPDATE_INTERVAL)
         {
             return Ok(());
         }
-        self.write_now(bytes)
+        self.write_now(bytes_read, bytes_written)
     }
 
-    fn write_now(&mut self, bytes: u64) -> io::Result<()> {
-        let line = format!("{} {bytes:>BYTES_WIDTH$}\n", self.directory);
+    fn write_now(&mut self, bytes_read: u64, bytes_written: u64) -> io::Result<()> {
+        let line = format!(
+            "{} {bytes_read:>BYTES_WIDTH$} {bytes_written:>BYTES_WIDTH$}\n",
+            self.directory
+        );
         self.file.write_all_at(line.as_bytes(), 0)?;
         self.last_written = Some(Instant::now());
         Ok(())
@@ -91,12 +106,17 @@ impl Drop for ProgressFile {
     }
 }
 
-/// The directory and byte count in `$PGBAK/base-backup.progress`, if it exists and reads well.
-/// Never an error: progress is a nicety, and any doubt reads as "unknown".
-pub fn read_progress(home: &PgbakHome) -> Option<(DirectoryName, u64)> {
+/// What `$PGBAK/base-backup.progress` says, if it exists and reads well. Never an error:
+/// progress is a nicety, and any doubt reads as "unknown".
+pub fn read_progress(home: &PgbakHome) -> Option<Progress> {
     let text = std::fs::read_to_string(home.path.join(PROGRESS_FILE_NAME)).ok()?;
-    let (directory, bytes) = text.trim_end_matches('\n').split_once(' ')?;
-    Some((DirectoryName::parse(directory)?, bytes.trim().parse().ok()?))
+    let mut fields = text.split_ascii_whitespace();
+    let progress = Progress {
+        directory: DirectoryName::parse(fields.next()?)?,
+        bytes_read: fields.next()?.parse().ok()?,
+        bytes_written: fields.next()?.parse().ok()?,
+    };
+    fields.next().is_none().then_some(progress)
 }
 
 #[cfg(test)]
@@ -108,20 +128,28 @@ mod tests {
         DirectoryName::parse("20261125T101500Z").unwrap()
     }
 
+    fn progress(bytes_read: u64, bytes_written: u64) -> Option<Progress> {
+        Some(Progress {
+            directory: directory(),
+            bytes_read,
+            bytes_written,
+        })
+    }
+
     #[test]
     fn the_count_is_readable_while_the_run_lasts_and_gone_after() {
         let scratch = ScratchDirectory::new("progress");
         let home = scratch.home();
-        let mut progress = ProgressFile::create(&home, directory()).unwrap();
-        assert_eq!(read_progress(&home), Some((directory(), 0)));
-        // The first update after creation is throttled; a forced write shows the new count.
-        progress.update(7).unwrap();
-        assert_eq!(read_progress(&home), Some((directory(), 0)));
-        progress.write_now(123_456_789).unwrap();
-        assert_eq!(read_progress(&home), Some((directory(), 123_456_789)));
-        progress.write_now(u64::MAX).unwrap();
-        assert_eq!(read_progress(&home), Some((directory(), u64::MAX)));
-        drop(progress);
+        let mut progress_file = ProgressFile::create(&home, directory()).unwrap();
+        assert_eq!(read_progress(&home), progress(0, 0));
+        // The first update after creation is throttled; a forced write shows the new counts.
+        progress_file.update(70, 7).unwrap();
+        assert_eq!(read_progress(&home), progress(0, 0));
+        progress_file.write_now(987_654_321, 123_456_789).unwrap();
+        assert_eq!(read_progress(&home), progress(987_654_321, 123_456_789));
+        progress_file.write_now(u64::MAX, 0).unwrap();
+        assert_eq!(read_progress(&home), progress(u64::MAX, 0));
+        drop(progress_file);
         assert_eq!(read_progress(&home), None);
         assert!(!home.path.join(PROGRESS_FILE_NAME).exists());
     }
@@ -132,11 +160,11 @@ mod tests {
         let home = scratch.home();
         std::fs::write(
             home.path.join(PROGRESS_FILE_NAME),
-            "20200101T000000Z 99999999999999999999\n",
+            "20200101T000000Z 99999999999999999999 99999999999999999999\n",
         )
         .unwrap();
-        let _progress = ProgressFile::create(&home, directory()).unwrap();
-        assert_eq!(read_progress(&home), Some((directory(), 0)));
+        let _progress_file = ProgressFile::create(&home, directory()).unwrap();
+        assert_eq!(read_progress(&home), progress(0, 0));
     }
 
     #[test]

@@ -259,7 +259,7 @@ impl RunningBase {
     /// is given up: status then shows the count as unknown, and the backup is unaffected.
     fn report_progress(&mut self, log: &SyncLog) {
         if let Some(progress) = self.progress.as_mut()
-            && let Err(error) = progress.update(self.run.bytes_written())
+            && let Err(error) = progress.update(self.run.bytes_read(), self.run.bytes_written())
         {
             log.note(&format!(
                 "cannot write the base backup's progress for status: {error}"
