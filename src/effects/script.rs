@@ -472,17 +472,7 @@ impl ScriptProcess {
             });
         }
         let group = ChildGroup::spawn(command, Arc::clone(log), format!("[script {directory}]"))
-            .map_err(|error| {
-                let hint = if error.raw_os_error() == Some(nix::libc::ENOEXEC) {
-                    " (does it start with a #! line such as #!/bin/sh?)"
-                } else {
-                    ""
-                };
-                format!(
-                    "backup script {} could not be started: {error}{hint}",
-                    script.display()
-                )
-            })?;
+            .map_err(|error| start_failure(script.as_os_str(), &error))?;
         Ok(ScriptProcess {
             directory,
             current_timestamp,
@@ -547,6 +537,19 @@ impl ScriptProcess {
         let (_, tail) = self.group.stop(STOP_GRACE);
         failure_output(&tail, reason)
     }
+}
+
+/// The one line for a script that could not be started (here, or in the guardian).
+pub fn start_failure(script: &std::ffi::OsStr, error: &io::Error) -> String {
+    let hint = if error.raw_os_error() == Some(nix::libc::ENOEXEC) {
+        " (does it start with a #! line such as #!/bin/sh?)"
+    } else {
+        ""
+    };
+    format!(
+        "backup script {} could not be started: {error}{hint}",
+        script.to_string_lossy()
+    )
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //! - Once told to stop, it never outlives [`STOP_GRACE`] plus one poll: the SIGKILL it sends to
 //!   its group includes itself.
 
-use crate::effects::script::STOP_GRACE;
+use crate::effects::script::{STOP_GRACE, start_failure};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgrp};
@@ -66,15 +66,7 @@ pub fn run_guardian(program: &OsStr, args: &[OsString]) -> ! {
     let child = match command.spawn() {
         Ok(child) => Pid::from_raw(child.id() as i32),
         Err(error) => {
-            let hint = if error.raw_os_error() == Some(nix::libc::ENOEXEC) {
-                " (does it start with a #! line such as #!/bin/sh?)"
-            } else {
-                ""
-            };
-            eprintln!(
-                "pgbak: backup script {} could not be started: {error}{hint}",
-                program.to_string_lossy()
-            );
+            eprintln!("pgbak: {}", start_failure(program, &error));
             std::process::exit(CANNOT_EXECUTE);
         }
     };
