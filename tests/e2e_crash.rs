@@ -26,7 +26,7 @@ use e2e::Cluster;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// `extra_args` of every config here: the default spread checkpoint makes a base backup take
@@ -173,33 +173,6 @@ fn chown_to_postgres(path: &Path) {
     }
 }
 
-/// Kills, when dropped, every process this test may have left behind for the cluster under
-/// `root`: pgbak processes run from its copy of the binary, and anything whose working directory
-/// is inside it (`pg_basebackup`, the backup script and its children) — but not the PostgreSQL
-/// servers, which `Cluster`'s own drop stops. Declared after the `Cluster`, so it runs first:
-/// a failed test leaves no killed-sync orphan (a 40-minute `pg_basebackup --max-rate`, a
-/// `sleep 600`) running after the directory is gone.
-struct KillLeftovers {
-    root: PathBuf,
-}
-
-impl Drop for KillLeftovers {
-    fn drop(&mut self) {
-        let server = Path::new(e2e::BIN).join("postgres");
-        for process in processes() {
-            let proc_dir = PathBuf::from(format!("/proc/{}", process.pid));
-            let exe = fs::read_link(proc_dir.join("exe")).unwrap_or_default();
-            let cwd = fs::read_link(proc_dir.join("cwd")).unwrap_or_default();
-            if exe == server || !process.alive() {
-                continue;
-            }
-            if exe.starts_with(&self.root) || cwd.starts_with(&self.root) {
-                let _ = kill(Pid::from_raw(process.pid), Signal::SIGKILL);
-            }
-        }
-    }
-}
-
 /// Bytes a process has written with write(2) and friends (`wchar` of `/proc/PID/io`), 0 once
 /// it is gone.
 fn written_bytes(pid: i32) -> u64 {
@@ -253,9 +226,6 @@ fn kill_9_of_the_sync_during_pg_basebackup_then_the_next_wal_resumes_and_the_res
         format!("[pg_basebackup]\nextra_args = [\"{FAST}\", \"--max-rate=32k\"]\n{BASE_POLICY}");
     let fast = format!("[pg_basebackup]\nextra_args = [\"{FAST}\"]\n{BASE_POLICY}");
     let mut cluster = Cluster::new("crash-base", &slow, "exit 0\n");
-    let _leftovers = KillLeftovers {
-        root: cluster.root.clone(),
-    };
 
     cluster.start();
     // Its full segments are archived as they fill: the first `wal` opens a directory and starts
@@ -424,9 +394,6 @@ fn kill_9_of_the_sync_during_the_backup_script_then_the_script_reruns_and_the_of
  {
     let config = format!("[pg_basebackup]\nextra_args = [\"{FAST}\"]\n{BASE_POLICY}");
     let mut cluster = Cluster::new("crash-script", &config, "exit 0\n");
-    let _leftovers = KillLeftovers {
-        root: cluster.root.clone(),
-    };
     let out = cluster.root.join("out");
     let offsite = cluster.root.join("offsite");
 
@@ -601,9 +568,6 @@ fn every_fail_point_against_the_real_server_then_wait_exits_0_and_the_restore_is
 
     let config = format!("[pg_basebackup]\nextra_args = [\"{FAST}\"]\n{BASE_POLICY}");
     let mut cluster = Cluster::new("crash-points", &config, "exit 0\n");
-    let _leftovers = KillLeftovers {
-        root: cluster.root.clone(),
-    };
     let out = cluster.root.join("out");
     let mut batch = 0;
     let mut write_rows = |cluster: &Cluster| {

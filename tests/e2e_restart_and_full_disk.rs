@@ -457,6 +457,8 @@ impl Drop for OnTmpfs {
             .stdin(Stdio::null())
             .output();
         let _ = self.cluster.pgbak_command(&["wait", "30"]).output();
+        // A sync still running would keep the lazily unmounted tmpfs alive, and retry forever.
+        self.cluster.kill_leftover_processes();
         let _ = Command::new("umount")
             .arg("-l")
             .arg(&self.mount_point)

@@ -330,6 +330,29 @@ impl Cluster {
         panic!("segment {segment} not archived within 300 s");
     }
 
+    /// SIGKILLs every process of this cluster except its PostgreSQL servers (which `pg_ctl`
+    /// stops): pgbak run from the cluster's copy of the binary, and anything working inside the
+    /// cluster's directory (`pg_basebackup`, the backup script and its children).
+    pub fn kill_leftover_processes(&self) {
+        let server = Path::new(BIN).join("postgres");
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let exe = fs::read_link(entry.path().join("exe")).unwrap_or_default();
+            let cwd = fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+            if exe != server && (exe.starts_with(&self.root) || cwd.starts_with(&self.root)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
     /// Prints what the cluster's directory (removed on drop) can tell about a failure: the
     /// server log, `pgbak status`, `status --journal` and the sync log.
     pub fn dump_diagnostics(&self) {
@@ -376,8 +399,12 @@ pub fn sql_on(socket: &Path, port: u16, statement: &str) -> String {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        let panicking = std::thread::panicking();
+        if panicking {
             self.dump_diagnostics();
+            // A failed test may have left a killed sync's orphans or a sync retrying forever;
+            // waiting for them below would only delay the report.
+            self.kill_leftover_processes();
         }
         if self.running {
             let _ = as_server_user(&format!("{BIN}/pg_ctl"))
@@ -387,8 +414,12 @@ impl Drop for Cluster {
                 .stdin(Stdio::null())
                 .output();
         }
-        // Let a background sync finish before the directory goes.
-        let _ = self.pgbak_command(&["wait", "30"]).output();
+        // Let a background sync finish before the directory goes; whatever still runs then
+        // (a sync retrying a base backup against the stopped server) would outlive the test.
+        if !panicking {
+            let _ = self.pgbak_command(&["wait", "30"]).output();
+        }
+        self.kill_leftover_processes();
         let _ = fs::remove_dir_all(&self.root);
     }
 }
