@@ -245,6 +245,21 @@ impl Fixture {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
+    /// Archives a segment, installs [`BLOCK_UNTIL_ALLOWED`] as the script and starts a
+    /// foreground sync; returns once the script runs: the sync, the script's pid and the pid of
+    /// the `sleep` it started without `exec`.
+    fn sync_with_a_blocked_script(&self) -> (Child, i32, i32) {
+        self.script(BLOCK_UNTIL_ALLOWED);
+        self.archive();
+        let sync = self.spawn("sync", &["sync"]);
+        self.wait_until("the script started its sleeper", || {
+            self.pid_file("sleeper.pid").is_some()
+        });
+        let script = self.pid_file("script.pid").unwrap();
+        let sleeper = self.pid_file("sleeper.pid").unwrap();
+        (sync, script, sleeper)
+    }
+
     fn pid_file(&self, name: &str) -> Option<i32> {
         fs::read_to_string(self.out.join(name))
             .ok()
@@ -495,14 +510,7 @@ fn a_missing_script_is_recorded_retried_and_reported_until_it_appears() {
 #[test]
 fn sigterm_stops_the_script_group_records_the_interruption_and_the_next_sync_resumes() {
     let fixture = Fixture::new("sigterm");
-    fixture.script(BLOCK_UNTIL_ALLOWED);
-    fixture.archive();
-    let mut sync = fixture.spawn("sync", &["sync"]);
-    fixture.wait_until("the script started its sleeper", || {
-        fixture.pid_file("sleeper.pid").is_some()
-    });
-    let script = fixture.pid_file("script.pid").unwrap();
-    let sleeper = fixture.pid_file("sleeper.pid").unwrap();
+    let (mut sync, script, sleeper) = fixture.sync_with_a_blocked_script();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(sync.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -568,14 +576,7 @@ fn sigterm_stops_the_script_group_records_the_interruption_and_the_next_sync_res
 #[test]
 fn a_killed_sync_is_recorded_as_abandoned_by_the_next_sync_which_resumes() {
     let fixture = Fixture::new("kill9");
-    fixture.script(BLOCK_UNTIL_ALLOWED);
-    fixture.archive();
-    let mut sync = fixture.spawn("sync", &["sync"]);
-    fixture.wait_until("the script started", || {
-        fixture.pid_file("sleeper.pid").is_some()
-    });
-    let script = fixture.pid_file("script.pid").unwrap();
-    let sleeper = fixture.pid_file("sleeper.pid").unwrap();
+    let (mut sync, script, sleeper) = fixture.sync_with_a_blocked_script();
     let dead_pid = sync.id();
     sync.kill().unwrap();
     let status = fixture.wait_exit(&mut sync, "sync");
@@ -849,14 +850,7 @@ fn sigint_during_a_base_backup_records_its_failure_and_the_next_sync_takes_a_new
 #[test]
 fn a_journal_rebuilt_under_a_running_sync_makes_it_start_over_from_the_rebuilt_state() {
     let fixture = Fixture::new("rebuilt");
-    fixture.script(BLOCK_UNTIL_ALLOWED);
-    fixture.archive();
-    let mut sync = fixture.spawn("sync", &["sync"]);
-    fixture.wait_until("the script started", || {
-        fixture.pid_file("sleeper.pid").is_some()
-    });
-    let script = fixture.pid_file("script.pid").unwrap();
-    let sleeper = fixture.pid_file("sleeper.pid").unwrap();
+    let (mut sync, script, sleeper) = fixture.sync_with_a_blocked_script();
     // Damage the journal's header: the next process that opens it (this `status`, or the sync
     // itself when it next looks) rebuilds it from the directory tree under a new identity.
     {

@@ -95,6 +95,25 @@ fn assert_success(output: &Output) {
     );
 }
 
+/// Runs `pgbak wal PATH` for every path at once and requires each to succeed.
+fn archive_concurrently(pgbak: &Path, paths: &[PathBuf]) {
+    let children: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            pgbak_command(pgbak)
+                .arg("wal")
+                .arg(path)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        assert_success(&child.wait_with_output().unwrap());
+    }
+}
+
 /// S-2.5 and the CLI's error format: exit 1, one `pgbak: wal …` line and one `hint:` line.
 fn assert_refused(output: &Output) -> String {
     let stderr = stderr_of(output);
@@ -598,21 +617,7 @@ fn eight_concurrent_calls_on_distinct_segments_all_succeed_into_one_directory() 
             )
         })
         .collect();
-    let children: Vec<_> = paths
-        .iter()
-        .map(|path| {
-            pgbak_command(&pgbak)
-                .arg("wal")
-                .arg(path)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        assert_success(&child.wait_with_output().unwrap());
-    }
+    archive_concurrently(&pgbak, &paths);
     let events = journal_events(&pgbak);
     assert_eq!(directories_opened(&events), 1, "{events:?}");
     let archived = wal_archived(&events);
@@ -682,21 +687,7 @@ fn directories_opened_while_wal_calls_run_receive_every_file_recorded_after_them
         .map(|number| write_source(&source, &segment_name(number), &segment_bytes(number, size)))
         .collect();
     for wave in paths.chunks(PARALLEL) {
-        let children: Vec<_> = wave
-            .iter()
-            .map(|path| {
-                pgbak_command(&pgbak)
-                    .arg("wal")
-                    .arg(path)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            assert_success(&child.wait_with_output().unwrap());
-        }
+        archive_concurrently(&pgbak, wave);
     }
     stop.store(true, Ordering::SeqCst);
     opener.join().unwrap();

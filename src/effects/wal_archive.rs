@@ -1236,28 +1236,7 @@ mod tests {
         fs::write(&source, segment_bytes(1 << 20, 3)).unwrap();
         let first = archive_wal(&home, &single_threaded(), &source, NOW).unwrap();
         let directory = first.stored_in[0];
-        {
-            let mut opened = journal_file::open_journal(&home, NOW).unwrap();
-            opened
-                .append(
-                    &[
-                        Event::SyncStarted {
-                            pid: 1,
-                            force_script: false,
-                            force_base: false,
-                            at: NOW,
-                        },
-                        Event::BaseBackupStarted { directory, at: NOW },
-                        Event::BaseBackupFinished {
-                            directory,
-                            base_bytes: 10,
-                            at: NOW,
-                        },
-                    ],
-                    NOW,
-                )
-                .unwrap();
-        }
+        finish_base_backup(&home, directory);
         fs::remove_dir_all(home.directory_path(directory)).unwrap();
         let next = scratch.0.join("000000010000000000000002");
         fs::write(&next, segment_bytes(1 << 20, 4)).unwrap();
@@ -1269,6 +1248,7 @@ mod tests {
         assert!(error.hint().is_some());
         assert!(!home.directory_path(directory).exists());
     }
+
     /// Makes the first directory current (as a finished base backup does), so the next
     /// directory opened is a second, pending one.
     fn finish_base_backup(home: &PgbakHome, directory: DirectoryName) {
