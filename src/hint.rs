@@ -35,6 +35,9 @@ pub fn hint_for(error: &anyhow::Error) -> Option<String> {
         if let Some(e) = cause.downcast_ref::<crate::commands::sync::SyncError>() {
             return e.hint();
         }
+        if let Some(e) = cause.downcast_ref::<crate::commands::new_series::NewSeriesError>() {
+            return e.hint();
+        }
         None
     })
 }

@@ -19,6 +19,7 @@ pub mod hint;
 pub mod journal;
 pub mod machine;
 pub mod timestamp;
+pub mod wal_header;
 pub mod wal_name;
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ enum Command {
     /// Create $PGBAK with private modes and a backup script template, and print the
     /// postgresql.conf lines and a systemd drop-in to use it.
     Init,
+    /// Start a new backup series for a new cluster (after pg_upgrade or a new initdb): forget
+    /// the recorded system identifier and seal the current directory.
+    NewSeries,
     /// Internal: leads the backup script's process group for the sync (see
     /// src/effects/script_guardian.rs). Not for operators.
     #[command(name = "__script-guardian", hide = true)]
@@ -136,6 +139,10 @@ fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             commands::status::run(&home, format, out)?;
         }
         Command::Init => commands::init::run_from_environment(out)?,
+        Command::NewSeries => {
+            let home = PgbakHome::from_process_environment()?;
+            commands::new_series::run(&home, out)?;
+        }
         Command::ScriptGuardian { program, args } => {
             pgbak::effects::script_guardian::run_guardian(&program, &args)
         }

@@ -73,6 +73,14 @@ impl WalFileName {
         self.kind
     }
 
+    /// The timeline this file belongs to: the first eight hex digits of every form PostgreSQL
+    /// archives (a history file `00000002.history` names the timeline it starts; a `.partial`
+    /// or `.backup` file, the timeline of its segment). Timeline 0 does not exist in
+    /// PostgreSQL, but the name still parses, so this never fails.
+    pub fn timeline(&self) -> u32 {
+        u32::from_str_radix(&self.name[0..8], 16).unwrap_or(0)
+    }
+
     /// The segment this file belongs to, for segments, partial segments and backup history
     /// files: (timeline, segment number counted across log files). `None` for history files.
     pub fn segment_position(&self, segment_size_bytes: u64) -> Option<(u32, u64)> {
@@ -134,6 +142,22 @@ impl<'a> arbitrary::Arbitrary<'a> for WalFileName {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_form_names_its_timeline() {
+        for (name, timeline) in [
+            ("000000010000000000000003", 1),
+            ("0000000A00000001000000FE.partial", 10),
+            ("00000002.history", 2),
+            ("000000030000000000000003.00000028.backup", 3),
+        ] {
+            assert_eq!(
+                WalFileName::parse(name).unwrap().timeline(),
+                timeline,
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn accepts_the_four_forms_of_s_2_1() {

@@ -2,6 +2,7 @@
 //! returns `anyhow::Result` to `main.rs`, which maps it to an exit code.
 
 pub mod init;
+pub mod new_series;
 pub mod status;
 pub mod sync;
 pub mod wait;

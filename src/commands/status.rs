@@ -17,8 +17,7 @@ use crate::effects::lock::LockRange;
 use crate::effects::tree_scan::{self, BASE_FILE_NAME};
 use crate::journal::{Record, StopKind};
 use crate::machine::{
-    BaseBackupDue, Directory, DirectoryPhase, Failure, JournalHealth, Policy, State,
-    base_backup_due,
+    BaseBackupDue, DirectoryPhase, Failure, JournalHealth, Policy, State, base_backup_due,
 };
 use crate::timestamp::{DirectoryName, UnixMillis};
 use anyhow::Context;
@@ -55,8 +54,15 @@ pub struct StatusReport {
     /// `None` for an unused `$PGBAK`.
     pub journal: Option<JournalReport>,
     pub current: Option<String>,
+    /// Where `$PGBAK/current` really points, read from disk (S-6.4): the link's text, which
+    /// is a directory name unless someone changed it.
     pub current_link: Option<String>,
+    /// The cluster the backups belong to (S-2.9), as a decimal string (it does not fit a
+    /// JavaScript number).
+    pub system_identifier: Option<String>,
     pub directories: Vec<DirectoryReport>,
+    /// Directories found removed from disk by hand, newest last (S-4.8).
+    pub lost_directories: Vec<LostDirectoryReport>,
     pub wal: WalReport,
     pub sync: SyncReport,
     pub base_backup: BaseBackupReport,
@@ -95,6 +101,19 @@ pub struct DirectoryReport {
     pub shipped_at: Option<String>,
     pub unshipped_changes: u64,
     pub wal_gaps: Vec<GapReport>,
+    /// Lowest and highest timeline of its WAL; two different ones: it spans a switch (S-4.7).
+    pub timelines: Option<[u32; 2]>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LostDirectoryReport {
+    pub name: String,
+    pub state: &'static str,
+    pub had_base: bool,
+    pub wal_files: u64,
+    pub last_wal: Option<String>,
+    pub shipped: bool,
+    pub noticed_at: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -211,6 +230,7 @@ fn due_label(due: BaseBackupDue) -> &'static str {
     match due {
         BaseBackupDue::Requested => "requested",
         BaseBackupDue::NoCurrentDirectory => "no_current_directory",
+        BaseBackupDue::NewTimeline => "new_timeline",
         BaseBackupDue::TooOld => "too_old",
         BaseBackupDue::TooMuchWal => "too_much_wal",
     }
@@ -246,11 +266,34 @@ fn segment_bytes(
 fn directory_report(
     home: &PgbakHome,
     name: DirectoryName,
-    directory: &Directory,
+    state: &State,
     problems: &mut Vec<Problem>,
 ) -> DirectoryReport {
+    let directory = &state.directories[&name];
     let shipped_version = directory.shipped.map_or(0, |s| s.version);
     let mut wal_gaps = Vec::new();
+    let timelines = state.timelines.get(&name).copied();
+    if let Some(span) = timelines.filter(|span| span.spans_timelines())
+        && directory.phase != DirectoryPhase::Failed
+    {
+        problems.push(Problem {
+            code: "spans_timelines",
+            message: format!(
+                "{name} spans timelines {} to {}: restore it by archive recovery \
+                 (recovery.signal, restore_command and recovery_target_timeline = 'latest'; \
+                 see the README, \"Restoring\"), not by decompressing its WAL into pg_wal, which \
+                 replays only timeline {}{}",
+                span.lowest,
+                span.highest,
+                span.lowest,
+                if directory.phase == DirectoryPhase::Current {
+                    "; a base backup on the new timeline is due"
+                } else {
+                    ""
+                }
+            ),
+        });
+    }
     if directory.phase.is_shippable() {
         let path = home.directory_path(name);
         match tree_scan::stored_wal_files(&path) {
@@ -303,7 +346,87 @@ fn directory_report(
             0
         },
         wal_gaps,
+        timelines: timelines.map(|span| [span.lowest, span.highest]),
     }
+}
+
+/// Lost directories (S-4.8). Each is a problem until a base backup finishes after it was
+/// noticed: from then on the backups are whole again, and it is history.
+fn lost_directories_report(state: &State, problems: &mut Vec<Problem>) -> Vec<LostDirectoryReport> {
+    state
+        .lost_directories
+        .iter()
+        .map(|lost| {
+            let healed = state
+                .base_backup
+                .last_success_at
+                .is_some_and(|at| at > lost.noticed_at);
+            if !healed {
+                problems.push(Problem {
+                    code: "directory_lost",
+                    message: format!(
+                        "{} ({}, {}, {} WAL file(s){}, {}) vanished from disk; noticed at {}: \
+                         WAL archived since goes to a new directory whose base backup is due",
+                        lost.directory,
+                        phase_label(lost.phase),
+                        if lost.had_base {
+                            "with its base backup"
+                        } else {
+                            "no base backup"
+                        },
+                        lost.wal_files,
+                        lost.last_wal
+                            .as_ref()
+                            .map_or(String::new(), |last| format!(" through {last}")),
+                        if lost.shipped {
+                            "all of it shipped offsite"
+                        } else {
+                            "NOT all of it shipped offsite"
+                        },
+                        time(lost.noticed_at)
+                    ),
+                });
+            }
+            LostDirectoryReport {
+                name: lost.directory.to_string(),
+                state: phase_label(lost.phase),
+                had_base: lost.had_base,
+                wal_files: lost.wal_files,
+                last_wal: lost.last_wal.as_ref().map(|w| w.to_string()),
+                shipped: lost.shipped,
+                noticed_at: time(lost.noticed_at),
+            }
+        })
+        .collect()
+}
+
+/// `$PGBAK/current` as it is on disk, and a problem when it is not what the journal says
+/// (S-6.4): someone pointed it elsewhere, or removed it.
+fn current_link_on_disk(
+    home: &PgbakHome,
+    state: &State,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    let on_disk = std::fs::read_link(home.current_link_path())
+        .ok()
+        .map(|target| target.to_string_lossy().into_owned());
+    if let Some((current, _)) = state.current_directory()
+        && on_disk.as_deref() != Some(current.to_string().as_str())
+    {
+        let found = match &on_disk {
+            Some(target) => format!("points at {target}"),
+            None => "is missing or not a symbolic link".to_owned(),
+        };
+        problems.push(Problem {
+            code: "current_link_wrong",
+            message: format!(
+                "{} {found}, but the current directory is {current}; the next sync points it \
+                 back",
+                home.current_link_path().display()
+            ),
+        });
+    }
+    on_disk
 }
 
 fn disk_report(path: &Path) -> Option<DiskReport> {
@@ -431,8 +554,14 @@ fn base_backup_report(
         problems.push(Problem {
             code: "base_backup_failing",
             message: format!(
-                "the base backup failed {} time(s) in a row; last: {last}",
-                base.consecutive_failures
+                "the base backup failed {} time(s) in a row; last: {last}{}",
+                base.consecutive_failures,
+                if state.base_backup_server_unreachable {
+                    " (the server could not be reached: the sync retries once PostgreSQL \
+                     archives again)"
+                } else {
+                    ""
+                }
             ),
         });
     }
@@ -586,9 +715,15 @@ pub fn build_report(
     };
     let directories = state
         .directories
-        .iter()
-        .map(|(name, d)| directory_report(home, *name, d, &mut problems))
+        .keys()
+        .map(|name| directory_report(home, *name, state, &mut problems))
         .collect();
+    let lost_directories = lost_directories_report(state, &mut problems);
+    let current_link = if opened.is_some() {
+        current_link_on_disk(home, state, &mut problems)
+    } else {
+        None
+    };
     let script = script_report(home, state, policy, &mut problems);
     let mut base_backup = base_backup_report(state, now, policy, &mut problems);
     if let Some(running) = base_backup.running.as_mut() {
@@ -629,8 +764,10 @@ pub fn build_report(
         generated_at: time(now),
         journal,
         current: state.current_directory().map(|(name, _)| name.to_string()),
-        current_link: state.current_link.map(|name| name.to_string()),
+        current_link,
+        system_identifier: state.system_identifier.map(|id| id.to_string()),
         directories,
+        lost_directories,
         wal: WalReport {
             archived_count: state.wal.archived_count,
             last_archived: state.wal.last_archived.as_ref().map(|w| w.to_string()),
@@ -752,15 +889,39 @@ pub fn render_human(report: &StatusReport, out: &mut dyn Write) -> std::io::Resu
             ),
         };
         writeln!(out, "                    {shipping}")?;
-    }
-    if let Some(link) = &report.current_link {
-        if report.current.as_deref() != Some(link.as_str()) {
+        if let Some([lowest, highest]) = d.timelines.filter(|[l, h]| h > l) {
             writeln!(
                 out,
-                "  current -> {link} (to be switched to {})",
-                report.current.as_deref().unwrap_or("?")
+                "                    spans timelines {lowest} to {highest}: restore with \
+                 archive recovery and recovery_target_timeline = 'latest'"
             )?;
         }
+    }
+    if let Some(current) = &report.current
+        && report.current_link.as_deref() != Some(current.as_str())
+    {
+        writeln!(
+            out,
+            "  current -> {} (to be switched to {current})",
+            report.current_link.as_deref().unwrap_or("nothing")
+        )?;
+    }
+    for lost in &report.lost_directories {
+        writeln!(
+            out,
+            "  {}  lost     vanished from disk (noticed at {}); {} WAL file(s){}",
+            lost.name,
+            lost.noticed_at,
+            lost.wal_files,
+            if lost.shipped {
+                ", all shipped"
+            } else {
+                ", not all shipped"
+            }
+        )?;
+    }
+    if let Some(id) = &report.system_identifier {
+        writeln!(out, "\ncluster      system identifier {id}")?;
     }
 
     writeln!(

@@ -10,7 +10,9 @@
 //!   clean — running work was stopped and recorded as failed, then `SyncStopped{Interrupted}`
 //!   — and the next sync resumes; the non-zero status tells a script or systemd that the work
 //!   asked for was not completed;
-//! - an error (e.g. the journal cannot be written): `Err` (exit 1), also in `sync.log`.
+//! - an error (e.g. the journal cannot be written): `Err` (exit 1), also in `sync.log`;
+//! - finished in the foreground with a base backup still due because the server cannot be
+//!   reached (S-6.6): [`SyncError::BaseBackupUnreachable`] (exit 1).
 //!
 //! `sync` and `force-sync` wait for a running sync first (S-6.1); `--background` (what
 //! `pgbak wal` starts, S-2.8) never waits: one sync at a time is enough. All of them run until
@@ -19,7 +21,10 @@
 use crate::effects::config;
 use crate::effects::driver::{self, SyncEnded, SyncOptions};
 use crate::effects::environment::PgbakHome;
+use crate::effects::journal_file;
+use crate::effects::lock::LockFile;
 use crate::hint::OperatorHint;
+use crate::machine::base_backup_due;
 use nix::sys::signal::Signal;
 
 /// What the command line asked for.
@@ -43,16 +48,46 @@ pub enum SyncError {
     Interrupted { signal: Signal },
     #[error("sync: interrupted by {signal} while waiting for the running sync; nothing was done")]
     InterruptedWhileWaiting { signal: Signal },
+    #[error("sync: everything else is done, but the base backup cannot reach the server ({last})")]
+    BaseBackupUnreachable { last: String },
 }
 
 impl OperatorHint for SyncError {
     fn hint(&self) -> Option<String> {
-        Some(
-            "run pgbak sync again to finish the work (or let the next pgbak wal start it); \
-             pgbak status shows what is left"
+        Some(match self {
+            SyncError::BaseBackupUnreachable { .. } => {
+                "start PostgreSQL (or fix [pg_basebackup] host and port in $PGBAK/config.toml); \
+                 the next pgbak wal or pgbak sync retries the base backup"
+                    .into()
+            }
+            _ => "run pgbak sync again to finish the work (or let the next pgbak wal start it); \
+                  pgbak status shows what is left"
                 .into(),
-        )
+        })
     }
+}
+
+/// A foreground sync that finished with a base backup still due because the server cannot be
+/// reached (S-6.6) did not do what it was asked: say so. The background sync just exits; the
+/// next `wal` starts another.
+fn check_base_backup_reached(home: &PgbakHome, config: &config::Config) -> anyhow::Result<()> {
+    let lock_file = LockFile::open(&home.lock_file_path())?;
+    let Some(state) = journal_file::inspect_journal(&lock_file)?.state else {
+        return Ok(());
+    };
+    let due = base_backup_due(&state, journal_file::now(), &config.machine_policy());
+    if state.base_backup_server_unreachable && due.is_some() {
+        let last = state
+            .base_backup
+            .last_failure
+            .as_ref()
+            .and_then(|failure| failure.message.lines().rev().find(|l| !l.trim().is_empty()))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        return Err(SyncError::BaseBackupUnreachable { last }.into());
+    }
+    Ok(())
 }
 
 /// Runs the sync loop for `request`; see the module header for the outcomes.
@@ -64,6 +99,7 @@ pub fn run(home: &PgbakHome, request: SyncRequest) -> anyhow::Result<()> {
         background: request.background,
     };
     match driver::run_sync(home, &config, options)? {
+        SyncEnded::Finished if !request.background => check_base_backup_reached(home, &config),
         SyncEnded::Finished | SyncEnded::AnotherSyncRuns => Ok(()),
         SyncEnded::Interrupted { signal } => Err(SyncError::Interrupted { signal }.into()),
         SyncEnded::InterruptedWhileWaiting { signal } => {

@@ -23,10 +23,11 @@
 //! repairs anything (except that a journal no process can replay is rebuilt, as by every
 //! command that opens it).
 
+use crate::effects::config;
 use crate::effects::environment::PgbakHome;
 use crate::effects::journal_file::{self, now};
 use crate::effects::lock::{LockFile, LockRange};
-use crate::machine::{State, SyncStopReason};
+use crate::machine::{BaseBackupDue, State, SyncStopReason, base_backup_due};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -79,7 +80,8 @@ pub fn run(home: &PgbakHome, timeout: Option<Duration>) -> anyhow::Result<WaitOu
 /// What one look found.
 enum Observation {
     SyncRunning,
-    Done,
+    /// Everything is shipped; the note names a base backup that is overdue (S-6.6).
+    Done(Option<String>),
     /// No sync runs and work is left; why, in words.
     Idle(String),
 }
@@ -101,7 +103,7 @@ pub fn wait_for_sync(
     loop {
         let observation = observe(home, &lock_file)?;
         let explanation = match observation {
-            Observation::Done => return Ok((WaitOutcome::Done, None)),
+            Observation::Done(note) => return Ok((WaitOutcome::Done, note)),
             Observation::SyncRunning => {
                 idle_since = None;
                 None
@@ -145,7 +147,7 @@ fn observe(home: &PgbakHome, lock_file: &LockFile) -> anyhow::Result<Observation
         return Ok(Observation::SyncRunning);
     }
     if state.everything_shipped() {
-        return Ok(Observation::Done);
+        return Ok(Observation::Done(overdue_base_backup(home, &state)));
     }
     Ok(Observation::Idle(describe_idle(&state)))
 }
@@ -158,6 +160,51 @@ fn read_state(home: &PgbakHome, lock_file: &LockFile) -> anyhow::Result<State> {
             .journal
             .state()
             .clone()),
+    }
+}
+
+/// A base backup that is due but not being taken: the sync left it because the server could
+/// not be reached (S-6.6), or it keeps failing. Everything archived is shipped, so `wait` is
+/// done, but the operator should know that the next restore needs more WAL than usual.
+fn overdue_base_backup(home: &PgbakHome, state: &State) -> Option<String> {
+    // An unreadable config is reported by every other command; here the defaults will do.
+    let policy = config::load(&home.config_path())
+        .map(|config| config.machine_policy())
+        .unwrap_or_default();
+    let due = base_backup_due(state, now(), &policy)?;
+    let why = match &state.base_backup.last_failure {
+        Some(failure) if state.base_backup.consecutive_failures > 0 => format!(
+            "it failed {} time(s) in a row{}; last: {}",
+            state.base_backup.consecutive_failures,
+            if state.base_backup_server_unreachable {
+                " because the server could not be reached"
+            } else {
+                ""
+            },
+            failure
+                .message
+                .lines()
+                .rev()
+                .find(|line| !line.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+        ),
+        _ => "no sync has taken it yet".to_owned(),
+    };
+    Some(format!(
+        "everything archived has been shipped, but a base backup is overdue ({}): {why}; the \
+         next pgbak wal or pgbak sync takes it",
+        due_reason(due)
+    ))
+}
+
+fn due_reason(due: BaseBackupDue) -> &'static str {
+    match due {
+        BaseBackupDue::Requested => "requested with pgbak sync --base",
+        BaseBackupDue::NoCurrentDirectory => "there is no complete base backup yet",
+        BaseBackupDue::NewTimeline => "the server switched to a new timeline",
+        BaseBackupDue::TooOld => "the current one is older than base.max_age_hours",
+        BaseBackupDue::TooMuchWal => "the WAL since the current one outgrew base.max_wal_ratio",
     }
 }
 

@@ -320,6 +320,7 @@ impl Session<'_> {
                 continue;
             }
             self.collect_outcomes()?;
+            self.observe_current_link()?;
             let at = now();
             let plan = next_actions(self.state(), at, &self.policy);
             let mut acted = false;
@@ -340,6 +341,29 @@ impl Session<'_> {
             }
             self.sleep(plan.wake_at, at);
         }
+    }
+
+    /// Compares `$PGBAK/current` on disk with the journal's idea of it (S-6.4). Someone who
+    /// pointed it elsewhere or removed it gets it back: the fact is recorded, and the plan
+    /// then switches it to the current directory like after any base backup.
+    fn observe_current_link(&mut self) -> anyhow::Result<()> {
+        let Some(recorded) = self.state().current_link else {
+            return Ok(()); // not switched yet: the plan switches it anyway
+        };
+        let on_disk = std::fs::read_link(self.home.current_link_path())
+            .ok()
+            .and_then(|target| target.to_str().and_then(DirectoryName::parse));
+        if on_disk == Some(recorded) {
+            return Ok(());
+        }
+        self.log.note(&format!(
+            "{} does not point at {recorded} as recorded: pointing it back",
+            self.home.current_link_path().display()
+        ));
+        self.record(vec![Event::CurrentLinkObserved {
+            directory: on_disk,
+            at: now(),
+        }])
     }
 
     /// `SyncAbandoned` for a dead predecessor's session, then `SyncStarted`, in one append.
@@ -703,12 +727,33 @@ fn base_backup_outcome(directory: DirectoryName, result: Result<u64, String>) ->
             base_bytes,
             at: now(),
         },
+        Err(output) if server_unreachable(&output) => Event::BaseBackupServerUnreachable {
+            directory,
+            output,
+            at: now(),
+        },
         Err(output) => Event::BaseBackupFailed {
             directory,
             output,
             at: now(),
         },
     }
+}
+
+/// Whether `pg_basebackup`'s output says that it could not reach a running server: stopped,
+/// starting up or shutting down (libpq's and the postmaster's wording, PostgreSQL 9.6 to 18).
+/// A server that answered and refused (authentication, `max_wal_senders`) is a real failure
+/// the sync keeps retrying; only an absent server lets it leave the retry to the next `wal`
+/// (S-6.6).
+pub fn server_unreachable(output: &str) -> bool {
+    const UNREACHABLE: [&str; 5] = [
+        "Is the server running",
+        "could not connect to server",
+        "Connection refused",
+        "the database system is shutting down",
+        "the database system is starting up",
+    ];
+    UNREACHABLE.iter().any(|phrase| output.contains(phrase))
 }
 
 /// An error and its sources, joined with ": " (what `{:#}` prints for an anyhow chain).

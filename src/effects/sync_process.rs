@@ -224,7 +224,16 @@ fn describe_event(event: &Event) -> String {
         | Event::BaseBackupStarted { directory, .. }
         | Event::DirectoryRemoved { directory, .. }
         | Event::CurrentLinkSwitched { directory, .. }
+        | Event::DirectoryLost { directory, .. }
         | Event::ScriptSucceeded { directory, .. } => directory.to_string(),
+        Event::SystemIdentifierRecorded {
+            system_identifier, ..
+        } => system_identifier.to_string(),
+        Event::NewSeriesStarted { .. } => String::new(),
+        Event::CurrentLinkObserved { directory, .. } => match directory {
+            Some(directory) => format!("current -> {directory}"),
+            None => "current points at no directory of the journal".to_owned(),
+        },
         Event::WalArchived {
             file, directories, ..
         } => {
@@ -237,6 +246,9 @@ fn describe_event(event: &Event) -> String {
             ..
         } => format!("{directory} base_bytes={base_bytes}"),
         Event::BaseBackupFailed {
+            directory, output, ..
+        }
+        | Event::BaseBackupServerUnreachable {
             directory, output, ..
         }
         | Event::ScriptFailed {

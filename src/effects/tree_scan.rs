@@ -113,9 +113,21 @@ pub fn scan(pgbak: &Path) -> Result<TreeScan, ScanError> {
             .chain(base.map(|(_, at)| at))
             .max()
             .unwrap_or(name.as_millis());
+        // The same rule as the machine's (S-4.7): segments and history files say which
+        // timelines a directory's WAL is on.
+        let timelines = files
+            .iter()
+            .filter(|(n, _, _)| matches!(n.kind(), WalFileKind::Segment | WalFileKind::History))
+            .map(|(n, _, _)| n.timeline())
+            .fold(None, |span: Option<(u32, u32)>, timeline| {
+                Some(span.map_or((timeline, timeline), |(lowest, highest)| {
+                    (lowest.min(timeline), highest.max(timeline))
+                }))
+            });
         directories.push(ScannedDirectory {
             name,
             base,
+            timelines,
             wal_files: files.len() as u64,
             wal_bytes: files.iter().map(|(_, bytes, _)| bytes).sum(),
             first_wal: segments().next().map(|(n, _, _)| n.clone()),
@@ -196,6 +208,9 @@ mod tests {
             "000000010000000000000004"
         );
         assert_eq!(scan.current_link, DirectoryName::parse("20261124T154307Z"));
+        // The history file of timeline 2 beside segments of timeline 1 (S-4.7).
+        assert_eq!(first.timelines, Some((1, 2)));
+        assert_eq!(scan.directories[1].timelines, None);
 
         let state = State::rebuilt_from(&scan);
         assert_eq!(

@@ -64,6 +64,7 @@ use crate::hint::OperatorHint;
 use crate::journal::JournalError;
 use crate::machine::{DirectoryPhase, Event, archive_targets};
 use crate::timestamp::{DirectoryName, UnixMillis};
+use crate::wal_header::LongPageHeader;
 use crate::wal_name::{WalFileKind, WalFileName};
 
 /// The smallest WAL segment PostgreSQL can be built or `initdb`ed with (`--wal-segsize=1`).
@@ -190,6 +191,18 @@ pub enum ArchiveError {
     },
 
     #[error(
+        "wal {name}: segment of another cluster: its system identifier is {found}, the backups \
+         in {} are of cluster {recorded}",
+        .pgbak.display()
+    )]
+    OtherCluster {
+        name: String,
+        found: u64,
+        recorded: u64,
+        pgbak: PathBuf,
+    },
+
+    #[error(
         "wal {name}: the open backup directories changed on each of {attempts} attempts; the \
          file is stored in {} but not recorded",
         list_directories(.linked)
@@ -266,6 +279,12 @@ impl OperatorHint for ArchiveError {
                  starts a new one"
                     .to_string()
             }
+            ArchiveError::OtherCluster { .. } => {
+                "two servers must not archive into one $PGBAK: point this server's PGBAK \
+                 elsewhere; if it is this database's new cluster on purpose (pg_upgrade, a new \
+                 initdb), run `pgbak new-series` once to start a new backup series"
+                    .to_string()
+            }
             ArchiveError::TargetsUnsettled { .. } => {
                 "PostgreSQL retries archive_command; if this repeats, see pgbak status".to_string()
             }
@@ -282,10 +301,20 @@ pub fn archive_wal(
     now: UnixMillis,
 ) -> Result<ArchiveOutcome, ArchiveError> {
     let input = read_input(source)?;
+    // Read before anything is stored, so that a segment of another cluster is refused before
+    // it reaches any directory (S-2.9).
+    let system_identifier = match input.name.kind() {
+        WalFileKind::Segment | WalFileKind::Partial => {
+            LongPageHeader::parse(&input.bytes, input.bytes.len() as u64)
+                .map(|header| header.system_identifier)
+        }
+        WalFileKind::History | WalFileKind::BackupHistory => None,
+    };
     let mut compressed = compress(home, config, &input)?;
     let mut store = Store {
         home,
         input: &input,
+        system_identifier,
         compressed: &mut compressed.file,
         compressed_bytes: compressed.bytes,
         now,
@@ -635,6 +664,10 @@ enum Decision {
     Recorded,
     /// Nothing holds the file and no open directory is left to put it in.
     NoDirectory(Vec<DirectoryName>),
+    /// `DirectoryLost` was recorded for these: the next hold chooses targets again (S-4.8).
+    Lost,
+    /// The input is of another cluster than the recorded one (S-2.9).
+    OtherCluster { recorded: u64 },
 }
 
 /// Why a lock hold ended without a decision.
@@ -648,6 +681,8 @@ enum HoldError {
 struct Store<'a> {
     home: &'a PgbakHome,
     input: &'a WalInput,
+    /// From the input's long page header, when it has one pgbak recognizes (S-2.9).
+    system_identifier: Option<u64>,
     compressed: &'a mut UnnamedFile,
     compressed_bytes: u64,
     now: UnixMillis,
@@ -703,6 +738,15 @@ impl Store<'_> {
                     return Err(ArchiveError::NoDirectoryOnDisk {
                         name: self.input.name(),
                         missing,
+                    });
+                }
+                Decision::Lost => {}
+                Decision::OtherCluster { recorded } => {
+                    return Err(ArchiveError::OtherCluster {
+                        name: self.input.name(),
+                        found: self.system_identifier.unwrap_or_default(),
+                        recorded,
+                        pgbak: self.home.path.clone(),
                     });
                 }
             }
@@ -767,6 +811,38 @@ impl Store<'_> {
             Err(error) => return Err(HoldError::Failed(in_journal(error))),
         }
         let state = opened.journal.state();
+        if let (Some(found), Some(recorded)) = (self.system_identifier, state.system_identifier)
+            && found != recorded
+        {
+            return Ok(Decision::OtherCluster { recorded });
+        }
+        // An open directory whose `TIMESTAMP/` vanished was removed by hand (S-4.8): forget it,
+        // so that the next hold opens a new one instead of failing every call from now on.
+        // Not while the sync works in it: that run fails on its own and records its outcome.
+        let lost: Vec<Event> = self
+            .vanished
+            .iter()
+            .filter(|name| {
+                state.directories.get(name).is_some_and(|d| {
+                    d.phase == DirectoryPhase::Current
+                        && state
+                            .script
+                            .running
+                            .is_none_or(|run| run.directory != **name)
+                })
+            })
+            .map(|name| Event::DirectoryLost {
+                directory: *name,
+                at: self.now,
+            })
+            .collect();
+        if !lost.is_empty() {
+            opened
+                .journal
+                .append(&lost, self.now)
+                .map_err(|error| HoldError::Failed(in_journal(error)))?;
+            return Ok(Decision::Lost);
+        }
         let targets = archive_targets(state, self.now);
         if let Some(directory) = targets.open_directory {
             // Recorded before the mkdir (intent, S-3.2), in the same lock hold that saw no
@@ -794,20 +870,56 @@ impl Store<'_> {
             return Ok(Decision::NoDirectory(targets.directories));
         }
         crate::failpoint::fail_point("wal-before-journal");
-        // Directories that closed meanwhile (sealed, failed) stay in the record: the file is
-        // in them, and the machine counts it only where that still matters.
-        let event = Event::WalArchived {
-            file: self.input.name.clone(),
-            compressed_bytes: self.recorded_bytes(),
-            directories: self.stored.keys().copied().collect(),
-            already_present: self.all_already_present(),
-            at: self.now,
-        };
+        let mut events = Vec::new();
+        if let Some(system_identifier) = self.system_identifier
+            && state.system_identifier.is_none()
+        {
+            // The first segment with a readable header names the cluster, in the same append
+            // as its own record (S-2.9).
+            events.push(Event::SystemIdentifierRecorded {
+                system_identifier,
+                at: self.now,
+            });
+        }
+        events.extend(self.archived_events());
         opened
             .journal
-            .append(&[event], self.now)
+            .append(&events, self.now)
             .map_err(|error| HoldError::Failed(in_journal(error)))?;
         Ok(Decision::Recorded)
+    }
+
+    /// The `WalArchived` facts of this call. Directories that closed meanwhile (sealed,
+    /// failed) stay in the record: the file is in them, and the machine counts it only where
+    /// that still matters. Where an identical copy was found and where the file was linked
+    /// now are two facts, so that a retry that finds the file in the current directory and
+    /// links it into a new pending one counts it once in each, not twice in the current one.
+    fn archived_events(&self) -> Vec<Event> {
+        let (present, linked): (Vec<_>, Vec<_>) = self
+            .stored
+            .iter()
+            .partition(|(_, stored)| matches!(stored, Stored::AlreadyPresent { .. }));
+        let mut events = Vec::new();
+        for (group, already_present) in [(present, true), (linked, false)] {
+            if group.is_empty() {
+                continue;
+            }
+            let compressed_bytes = group
+                .iter()
+                .find_map(|(_, stored)| match stored {
+                    Stored::AlreadyPresent { compressed_bytes } => Some(*compressed_bytes),
+                    Stored::Linked => None,
+                })
+                .unwrap_or(self.compressed_bytes);
+            events.push(Event::WalArchived {
+                file: self.input.name.clone(),
+                compressed_bytes,
+                directories: group.iter().map(|(name, _)| **name).collect(),
+                already_present,
+                at: self.now,
+            });
+        }
+        events
     }
 
     fn wal_directory(&self, directory: DirectoryName) -> PathBuf {
@@ -1227,9 +1339,10 @@ mod tests {
     }
 
     #[test]
-    fn a_vanished_target_is_dropped_and_never_recreated() {
-        // The journal says a current directory exists, but an operator removed it: nothing to
-        // store into, and it is not recreated.
+    fn a_current_directory_removed_by_hand_is_lost_and_a_new_one_opens() {
+        // S-4.8: the journal says a current directory exists, but an operator removed it.
+        // Archiving must go on (PostgreSQL's pg_wal would fill otherwise): the directory is
+        // recorded as lost, never recreated, and the file goes to a new directory.
         let scratch = ScratchDirectory::new("wal-archive-vanished");
         let home = home_in(&scratch);
         let source = scratch.0.join("000000010000000000000001");
@@ -1240,13 +1353,80 @@ mod tests {
         fs::remove_dir_all(home.directory_path(directory)).unwrap();
         let next = scratch.0.join("000000010000000000000002");
         fs::write(&next, segment_bytes(1 << 20, 4)).unwrap();
-        let error = archive_wal(&home, &single_threaded(), &next, NOW.plus_millis(1)).unwrap_err();
-        assert!(
-            matches!(error, ArchiveError::NoDirectoryOnDisk { .. }),
-            "{error}"
-        );
-        assert!(error.hint().is_some());
+        let outcome = archive_wal(&home, &single_threaded(), &next, NOW.plus_millis(1)).unwrap();
         assert!(!home.directory_path(directory).exists());
+        let opened = outcome.opened_directory.expect("a new directory");
+        assert!(opened > directory);
+        assert_eq!(outcome.stored_in, vec![opened]);
+        let state = journal_file::open_journal(&home, NOW)
+            .unwrap()
+            .journal
+            .state()
+            .clone();
+        assert_eq!(state.lost_directories.len(), 1);
+        assert_eq!(state.lost_directories[0].directory, directory);
+        assert_eq!(state.directories[&opened].phase, DirectoryPhase::Pending);
+    }
+
+    /// A segment whose first page is a long page header of cluster `system_identifier`.
+    fn segment_of_cluster(size: usize, seed: u64, system_identifier: u64) -> Vec<u8> {
+        let mut bytes = segment_bytes(size, seed);
+        bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
+        bytes[32..36].copy_from_slice(&(size as u32).to_le_bytes());
+        bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_segment_of_another_cluster_is_refused_until_a_new_series_starts() {
+        // S-2.9: a cloned VM or a copied config points a second server at this $PGBAK.
+        let scratch = ScratchDirectory::new("wal-archive-cluster");
+        let home = home_in(&scratch);
+        let ours = 7_300_000_000_000_000_001;
+        let theirs = 7_400_000_000_000_000_002;
+        let first = scratch.0.join("000000010000000000000001");
+        fs::write(&first, segment_of_cluster(1 << 20, 1, ours)).unwrap();
+        let stored = archive_wal(&home, &single_threaded(), &first, NOW).unwrap();
+        let directory = stored.stored_in[0];
+        let state = || {
+            journal_file::open_journal(&home, NOW)
+                .unwrap()
+                .journal
+                .state()
+                .clone()
+        };
+        assert_eq!(state().system_identifier, Some(ours));
+
+        let foreign = scratch.0.join("000000010000000000000002");
+        fs::write(&foreign, segment_of_cluster(1 << 20, 2, theirs)).unwrap();
+        let error =
+            archive_wal(&home, &single_threaded(), &foreign, NOW.plus_millis(1)).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(&ours.to_string()) && message.contains(&theirs.to_string()),
+            "{message}"
+        );
+        assert!(error.hint().unwrap().contains("pgbak new-series"));
+        let name = "000000010000000000000002.zst";
+        assert!(
+            !home
+                .directory_path(directory)
+                .join("pg_wal")
+                .join(name)
+                .exists()
+        );
+
+        // Starting a new series on purpose: the same file is accepted, into a new directory.
+        let mut opened = journal_file::open_journal(&home, NOW).unwrap();
+        let at = NOW.plus_millis(2_000);
+        opened
+            .append(&[Event::NewSeriesStarted { at }], at)
+            .unwrap();
+        let outcome = archive_wal(&home, &single_threaded(), &foreign, at).unwrap();
+        assert_ne!(outcome.stored_in, vec![directory]);
+        assert_eq!(state().system_identifier, Some(theirs));
     }
 
     /// Makes the first directory current (as a finished base backup does), so the next

@@ -44,11 +44,15 @@ pub fn archive_targets(state: &State, now: UnixMillis) -> ArchiveTargets {
 
 /// A name for a new directory: the current second, or one past the newest existing name, so
 /// names stay unique and ordered even if the clock steps back or two open in one second.
+/// A lost directory's name is never used again (S-4.8): its offsite copy may still exist, and
+/// a new directory under the same name would be shipped on top of it.
 fn fresh_directory_name(state: &State, now: UnixMillis) -> DirectoryName {
     let newest = state
         .directories
         .keys()
-        .next_back()
+        .copied()
+        .chain(state.lost_directories.iter().map(|lost| lost.directory))
+        .max()
         .map(|name| name.0 + 1)
         .unwrap_or(0);
     DirectoryName(now.seconds().max(newest))
@@ -61,6 +65,10 @@ pub enum BaseBackupDue {
     Requested,
     /// No directory has a finished base backup yet.
     NoCurrentDirectory,
+    /// The current directory holds WAL of a timeline newer than its base backup's (a
+    /// promotion, or a point-in-time restore archiving into the same `$PGBAK`, S-4.7): its
+    /// base cannot be restored past the switch by the no-tool recipe.
+    NewTimeline,
     /// The current base is older than `base.max_age_hours`.
     TooOld,
     /// The current directory's WAL outgrew `base.max_wal_ratio` × its base.
@@ -71,9 +79,12 @@ pub fn base_backup_due(state: &State, now: UnixMillis, policy: &Policy) -> Optio
     if state.base_backup.requested {
         return Some(BaseBackupDue::Requested);
     }
-    let Some((_, current)) = state.current_directory() else {
+    let Some((name, current)) = state.current_directory() else {
         return Some(BaseBackupDue::NoCurrentDirectory);
     };
+    if state.spans_timelines(name) {
+        return Some(BaseBackupDue::NewTimeline);
+    }
     let base = current.base?;
     if now.millis_since(base.finished_at) >= policy.base_max_age_ms {
         return Some(BaseBackupDue::TooOld);
@@ -192,7 +203,12 @@ fn decide_base_backup(
     if base_backup_due(state, now, policy).is_none() {
         return;
     }
-    *outstanding = true;
+    // A base backup that failed because the server is unreachable (stopped, most likely) is
+    // no reason to stay: the sync waits for its retry only if it has other work, and
+    // otherwise exits, and the next `wal` (which proves the server is back) starts a sync
+    // that retries it (S-6.6). Without this, `pgbak wait` after the server stops would wait
+    // out a sync that retries forever.
+    *outstanding |= !state.base_backup_server_unreachable;
     let failure = base.last_failure.as_ref();
     if backing_off(
         base.consecutive_failures,

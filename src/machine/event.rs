@@ -104,6 +104,37 @@ pub enum Event {
         discarded_bytes: u64,
         at: UnixMillis,
     },
+    /// The directory is gone from disk although the journal counted on it: removed by hand
+    /// (S-4.8). It is forgotten; an open directory's place is taken by a new one.
+    DirectoryLost {
+        directory: DirectoryName,
+        at: UnixMillis,
+    },
+    /// The cluster of the archived segments (S-2.9): the system identifier of the first
+    /// segment whose long page header could be read. Recorded in the same append as that
+    /// segment's `WalArchived`.
+    SystemIdentifierRecorded {
+        system_identifier: u64,
+        at: UnixMillis,
+    },
+    /// The operator started a new backup series on purpose (`pgbak new-series`, S-2.9): the
+    /// recorded cluster is forgotten, the current directory sealed and an idle pending one
+    /// failed, so the next file opens a new directory whose base backup is of the new cluster.
+    NewSeriesStarted { at: UnixMillis },
+    /// Outcome: like `BaseBackupFailed`, because `pg_basebackup` could not reach the server
+    /// (S-6.6): a sync with nothing else to do leaves the retry to the next `wal`.
+    BaseBackupServerUnreachable {
+        directory: DirectoryName,
+        output: String,
+        at: UnixMillis,
+    },
+    /// What `$PGBAK/current` really points at, read from disk because it disagreed with the
+    /// journal (S-6.4): `None` when it is missing or points at no directory of the journal.
+    /// The sync then switches it back (`PointCurrentLinkAt`).
+    CurrentLinkObserved {
+        directory: Option<DirectoryName>,
+        at: UnixMillis,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -135,10 +166,15 @@ pub enum EventKind {
     SyncAbandoned,
     JournalRebuilt,
     JournalTailCut,
+    DirectoryLost,
+    SystemIdentifierRecorded,
+    NewSeriesStarted,
+    BaseBackupServerUnreachable,
+    CurrentLinkObserved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::DirectoryOpened,
         EventKind::WalArchived,
         EventKind::BaseBackupStarted,
@@ -154,6 +190,11 @@ impl EventKind {
         EventKind::SyncAbandoned,
         EventKind::JournalRebuilt,
         EventKind::JournalTailCut,
+        EventKind::DirectoryLost,
+        EventKind::SystemIdentifierRecorded,
+        EventKind::NewSeriesStarted,
+        EventKind::BaseBackupServerUnreachable,
+        EventKind::CurrentLinkObserved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -173,6 +214,11 @@ impl EventKind {
             EventKind::SyncAbandoned => "SyncAbandoned",
             EventKind::JournalRebuilt => "JournalRebuilt",
             EventKind::JournalTailCut => "JournalTailCut",
+            EventKind::DirectoryLost => "DirectoryLost",
+            EventKind::SystemIdentifierRecorded => "SystemIdentifierRecorded",
+            EventKind::NewSeriesStarted => "NewSeriesStarted",
+            EventKind::BaseBackupServerUnreachable => "BaseBackupServerUnreachable",
+            EventKind::CurrentLinkObserved => "CurrentLinkObserved",
         }
     }
 
@@ -199,6 +245,11 @@ impl Event {
             Event::SyncAbandoned { .. } => EventKind::SyncAbandoned,
             Event::JournalRebuilt { .. } => EventKind::JournalRebuilt,
             Event::JournalTailCut { .. } => EventKind::JournalTailCut,
+            Event::DirectoryLost { .. } => EventKind::DirectoryLost,
+            Event::SystemIdentifierRecorded { .. } => EventKind::SystemIdentifierRecorded,
+            Event::NewSeriesStarted { .. } => EventKind::NewSeriesStarted,
+            Event::BaseBackupServerUnreachable { .. } => EventKind::BaseBackupServerUnreachable,
+            Event::CurrentLinkObserved { .. } => EventKind::CurrentLinkObserved,
         }
     }
 
@@ -219,7 +270,12 @@ impl Event {
             | Event::SyncStopped { at, .. }
             | Event::SyncAbandoned { at, .. }
             | Event::JournalRebuilt { at, .. }
-            | Event::JournalTailCut { at, .. } => *at,
+            | Event::JournalTailCut { at, .. }
+            | Event::DirectoryLost { at, .. }
+            | Event::SystemIdentifierRecorded { at, .. }
+            | Event::NewSeriesStarted { at }
+            | Event::BaseBackupServerUnreachable { at, .. }
+            | Event::CurrentLinkObserved { at, .. } => *at,
         }
     }
 }

@@ -15,7 +15,7 @@
 //! - no sync, base backup or script is running: a process that was running notices the rebuild
 //!   (the journal's identity changed) and starts over from this state.
 
-use super::state::{BaseInfo, Directory, DirectoryPhase, State, WalTotals};
+use super::state::{BaseInfo, Directory, DirectoryPhase, State, TimelineSpan, WalTotals};
 use crate::timestamp::{DirectoryName, UnixMillis};
 use crate::wal_name::WalFileName;
 
@@ -35,6 +35,8 @@ pub struct ScannedDirectory {
     pub name: DirectoryName,
     /// Size and modification time of `base.tzst`, if present.
     pub base: Option<(u64, UnixMillis)>,
+    /// Lowest and highest timeline of its segments and history files (S-4.7).
+    pub timelines: Option<(u32, u32)>,
     pub wal_files: u64,
     pub wal_bytes: u64,
     pub first_wal: Option<WalFileName>,
@@ -76,6 +78,11 @@ impl State {
                     shipped: None,
                 },
             );
+            if let Some((lowest, highest)) = scanned.timelines {
+                state
+                    .timelines
+                    .insert(scanned.name, TimelineSpan { lowest, highest });
+            }
         }
         state.current_link = scan.current_link.filter(|name| {
             state

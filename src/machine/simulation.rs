@@ -44,20 +44,32 @@ pub enum Step {
     /// The live sync carries out the first action of its plan, or sleeps until `wake_at`, or
     /// exits if the plan says it is finished.
     DriveSync,
-    /// The running `pg_basebackup` exits.
-    FinishBaseBackup { succeeded: bool },
+    /// The running `pg_basebackup` exits; a failure may be because the server is down.
+    FinishBaseBackup {
+        succeeded: bool,
+        server_unreachable: bool,
+    },
     /// The running backup script exits.
     FinishScript { succeeded: bool },
     /// `kill -9` of the sync process (and, with it, of what it was waiting for).
     CrashSync,
     /// SIGTERM: the sync stops its children, records their failure and stops.
     InterruptSync,
+    /// A standby archiving into the same `$PGBAK` is promoted: from now on segments are of
+    /// the next timeline, and its history file is archived first (S-4.7).
+    PromoteToNewTimeline,
+    /// An operator removes the current directory by hand; the next `wal` notices (S-4.8).
+    LoseCurrentDirectory,
+    /// `pgbak new-series`: a new cluster behind the same `$PGBAK` (S-2.9).
+    StartNewSeries,
+    /// Someone points `$PGBAK/current` elsewhere; the sync notices (S-6.4).
+    MisdirectCurrentLink,
 }
 
 impl Step {
     /// A step from two bytes of fuzz or property-test input, biased towards progress.
     pub fn from_bytes(choice: u8, argument: u8) -> Step {
-        match choice % 16 {
+        match choice % 17 {
             0 | 1 => Step::ArchiveWal,
             2 => Step::ArchiveWalWithStaleTargets,
             3 => Step::ArchiveSameWalAgain,
@@ -71,12 +83,21 @@ impl Step {
             7..=10 => Step::DriveSync,
             11 | 12 => Step::FinishBaseBackup {
                 succeeded: argument % 4 != 0,
+                server_unreachable: argument % 8 == 4,
             },
             13 => Step::FinishScript {
                 succeeded: argument % 3 != 0,
             },
             14 => Step::CrashSync,
-            _ => Step::InterruptSync,
+            15 => Step::InterruptSync,
+            // The rare events of the world get one choice in 64 each.
+            _ => match argument % 16 {
+                0 => Step::PromoteToNewTimeline,
+                1 => Step::LoseCurrentDirectory,
+                2 => Step::StartNewSeries,
+                3 => Step::MisdirectCurrentLink,
+                _ => Step::DriveSync,
+            },
         }
     }
 }
@@ -95,6 +116,10 @@ pub struct World {
     pub edges_seen: BTreeSet<Edge>,
     next_pid: u32,
     next_segment: u64,
+    /// The timeline PostgreSQL archives on.
+    timeline: u32,
+    /// The cluster PostgreSQL's segments belong to.
+    system_identifier: u64,
     /// The directories the previous `wal` call chose: what a racing call may still hold.
     previous_targets: Vec<crate::timestamp::DirectoryName>,
 }
@@ -124,6 +149,8 @@ impl World {
             edges_seen: BTreeSet::new(),
             next_pid: 100,
             next_segment: 1,
+            timeline: 1,
+            system_identifier: 7_000_000_000_000_000_001,
             previous_targets: Vec::new(),
         }
     }
@@ -137,9 +164,44 @@ impl World {
         Ok(())
     }
 
-    fn segment_name(number: u64) -> WalFileName {
-        let text = format!("00000001{:08X}{:08X}", number / 256, number % 256);
+    fn segment_name(timeline: u32, number: u64) -> WalFileName {
+        let text = format!("{timeline:08X}{:08X}{:08X}", number / 256, number % 256);
         WalFileName::parse(&text).expect("generated segment names are valid")
+    }
+
+    /// Archives `file` as `pgbak wal` does: opens a directory if none is open, records the
+    /// cluster with the first segment, then the file into every target.
+    fn archive(
+        &mut self,
+        file: WalFileName,
+        step: Step,
+        repeat: bool,
+    ) -> Result<(), TransitionError> {
+        let now = self.now;
+        let targets = archive_targets(&self.state, now);
+        if let Some(directory) = targets.open_directory {
+            self.record(Event::DirectoryOpened { directory, at: now })?;
+        }
+        let mut directories = targets.directories;
+        if step == Step::ArchiveWalWithStaleTargets {
+            directories.extend(self.previous_targets.iter().copied());
+            directories.sort();
+            directories.dedup();
+        }
+        self.previous_targets = directories.clone();
+        if self.state.system_identifier.is_none() {
+            self.record(Event::SystemIdentifierRecorded {
+                system_identifier: self.system_identifier,
+                at: now,
+            })?;
+        }
+        self.record(Event::WalArchived {
+            file,
+            compressed_bytes: 1_000_000,
+            directories,
+            already_present: repeat,
+            at: now,
+        })
     }
 
     /// Performs one step; steps that cannot happen now (finishing a script that does not run)
@@ -153,25 +215,39 @@ impl World {
                 if !repeat {
                     self.next_segment += 1;
                 }
-                let file = Self::segment_name(self.next_segment - 1);
-                let targets = archive_targets(&self.state, now);
-                if let Some(directory) = targets.open_directory {
-                    self.record(Event::DirectoryOpened { directory, at: now })?;
+                let file = Self::segment_name(self.timeline, self.next_segment - 1);
+                self.archive(file, step, repeat)?;
+            }
+            Step::PromoteToNewTimeline => {
+                self.timeline += 1;
+                let history = WalFileName::parse(&format!("{:08X}.history", self.timeline))
+                    .expect("generated history names are valid");
+                self.archive(history, step, false)?;
+            }
+            Step::LoseCurrentDirectory => {
+                if let Some((directory, _)) = self.state.current_directory()
+                    && self
+                        .state
+                        .script
+                        .running
+                        .is_none_or(|run| run.directory != directory)
+                {
+                    self.record(Event::DirectoryLost { directory, at: now })?;
                 }
-                let mut directories = targets.directories;
-                if step == Step::ArchiveWalWithStaleTargets {
-                    directories.extend(self.previous_targets.iter().copied());
-                    directories.sort();
-                    directories.dedup();
+            }
+            Step::StartNewSeries => {
+                if self.state.base_backup.running.is_none() {
+                    self.record(Event::NewSeriesStarted { at: now })?;
+                    self.system_identifier += 1;
                 }
-                self.previous_targets = directories.clone();
-                self.record(Event::WalArchived {
-                    file,
-                    compressed_bytes: 1_000_000,
-                    directories,
-                    already_present: repeat,
-                    at: now,
-                })?;
+            }
+            Step::MisdirectCurrentLink => {
+                if self.live_sync.is_some() && self.state.current_link.is_some() {
+                    self.record(Event::CurrentLinkObserved {
+                        directory: None,
+                        at: now,
+                    })?;
+                }
             }
             Step::AdvanceTime { millis } => self.now = now.plus_millis(u64::from(millis)),
             Step::StartSync {
@@ -197,13 +273,24 @@ impl World {
                 }
             }
             Step::DriveSync => self.drive_sync()?,
-            Step::FinishBaseBackup { succeeded } => {
+            Step::FinishBaseBackup {
+                succeeded,
+                server_unreachable,
+            } => {
                 if let (Some(_), Some(running)) = (self.live_sync, self.state.base_backup.running) {
                     let directory = running.directory;
                     self.record(if succeeded {
                         Event::BaseBackupFinished {
                             directory,
                             base_bytes: 10_000_000,
+                            at: now,
+                        }
+                    } else if server_unreachable {
+                        Event::BaseBackupServerUnreachable {
+                            directory,
+                            output: "pg_basebackup: error: connection to server on socket \
+                                     failed: Is the server running locally?"
+                                .into(),
                             at: now,
                         }
                     } else {
@@ -363,13 +450,27 @@ impl World {
                     return Ok(steps);
                 }
             }
-            let step = if self.live_sync.is_none() {
+            let plan = next_actions(&self.state, self.now, &self.policy);
+            // A sync that left a base backup's retry to the next `wal` (the server was
+            // unreachable, S-6.6) is started again by that `wal`, which comes with time.
+            let retry_later = plan
+                .wake_at
+                .filter(|wake| plan.finished && *wake > self.now)
+                .map(|wake| wake.millis_since(self.now));
+            let step = if let (None, Some(millis)) = (self.live_sync, retry_later) {
+                Step::AdvanceTime {
+                    millis: u32::try_from(millis).unwrap_or(u32::MAX),
+                }
+            } else if self.live_sync.is_none() {
                 Step::StartSync {
                     force_script: false,
                     force_base: false,
                 }
             } else if self.state.base_backup.running.is_some() {
-                Step::FinishBaseBackup { succeeded: true }
+                Step::FinishBaseBackup {
+                    succeeded: true,
+                    server_unreachable: false,
+                }
             } else if self.state.script.running.is_some() {
                 Step::FinishScript { succeeded: true }
             } else {

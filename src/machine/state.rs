@@ -16,7 +16,10 @@ use crate::wal_name::WalFileName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// The state. Its encoding (in journal checkpoints) is its fields in declaration order; the
+/// fields from `timelines` on were added after the first release and are encoded as one trailing
+/// group, which a checkpoint written before they existed simply lacks: see `state_encoding`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct State {
     /// Every backup directory pgbak knows about, oldest first (names sort by time).
     pub directories: BTreeMap<DirectoryName, Directory>,
@@ -31,6 +34,66 @@ pub struct State {
     pub last_sync_end: Option<SyncEnd>,
     pub wal: WalTotals,
     pub journal: JournalHealth,
+    /// The timelines of the files recorded in each directory (S-4.7), beside `directories`
+    /// rather than inside `Directory` so that older checkpoints still decode. A directory
+    /// without an entry has recorded no file yet.
+    pub timelines: BTreeMap<DirectoryName, TimelineSpan>,
+    /// The cluster every archived segment must belong to (S-2.9): the system identifier in the
+    /// long page header of the first segment whose header pgbak could read.
+    pub system_identifier: Option<u64>,
+    /// Directories that vanished from disk while the journal still counted on them (S-4.8),
+    /// newest last, at most [`LOST_DIRECTORIES_KEPT`].
+    pub lost_directories: Vec<LostDirectory>,
+    /// The last base backup attempt failed because it could not reach the server (S-6.6): a
+    /// sync with nothing else to do leaves the retry to the next `wal`.
+    pub base_backup_server_unreachable: bool,
+}
+
+/// How many [`LostDirectory`] records the state keeps: enough to explain what happened, small
+/// enough to keep checkpoints small whatever an operator does.
+pub const LOST_DIRECTORIES_KEPT: usize = 16;
+
+/// The lowest and the highest timeline among the files recorded in a directory. The lowest is
+/// the timeline its base backup started on (the first WAL a base backup needs is archived
+/// into its directory before anything newer); a higher one means the directory spans a
+/// timeline switch (S-4.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TimelineSpan {
+    pub lowest: u32,
+    pub highest: u32,
+}
+
+impl TimelineSpan {
+    pub fn of(timeline: u32) -> TimelineSpan {
+        TimelineSpan {
+            lowest: timeline,
+            highest: timeline,
+        }
+    }
+
+    pub fn including(self, timeline: u32) -> TimelineSpan {
+        TimelineSpan {
+            lowest: self.lowest.min(timeline),
+            highest: self.highest.max(timeline),
+        }
+    }
+
+    pub fn spans_timelines(self) -> bool {
+        self.highest > self.lowest
+    }
+}
+
+/// A directory found gone from disk, and what the journal knew of it then (S-4.8).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LostDirectory {
+    pub directory: DirectoryName,
+    pub phase: DirectoryPhase,
+    pub had_base: bool,
+    pub wal_files: u64,
+    pub last_wal: Option<WalFileName>,
+    /// Whether everything in it had been shipped by the backup script.
+    pub shipped: bool,
+    pub noticed_at: UnixMillis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -209,6 +272,13 @@ impl State {
             .map(|(name, d)| (*name, d))
     }
 
+    /// Whether the directory holds files of a timeline newer than its base backup's (S-4.7).
+    pub fn spans_timelines(&self, name: DirectoryName) -> bool {
+        self.timelines
+            .get(&name)
+            .is_some_and(|span| span.spans_timelines())
+    }
+
     /// Directories that receive archived WAL (S-2.7).
     pub fn open_directories(&self) -> impl Iterator<Item = DirectoryName> + '_ {
         self.directories
@@ -286,6 +356,212 @@ impl State {
         {
             return Err(format!("current link points at unknown {link}"));
         }
+        if let Some(name) = self
+            .timelines
+            .keys()
+            .find(|name| !self.directories.contains_key(name))
+        {
+            return Err(format!("timelines recorded for unknown {name}"));
+        }
+        if self.lost_directories.len() > LOST_DIRECTORIES_KEPT {
+            return Err(format!(
+                "{} lost directories kept",
+                self.lost_directories.len()
+            ));
+        }
         Ok(())
+    }
+}
+
+/// The encoding of [`State`]: a tuple of its fields, the later ones as one trailing group.
+///
+/// postcard encodes a struct as its fields one after the other, so this is byte for byte what
+/// a derived implementation gave for the first eight fields, and an older checkpoint is exactly
+/// those eight fields. On decoding, a trailing group that is absent (the payload ends) gives
+/// the defaults: nothing was known of timelines, system identifier or lost directories then,
+/// and the next files recorded fill them in. Anything else that goes wrong is caught by the
+/// journal, which requires a payload to be consumed exactly.
+mod state_encoding {
+    use super::*;
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::ser::SerializeTuple;
+
+    /// Fields in the order of the original `State`, plus the trailing group.
+    const FIELDS: usize = 9;
+
+    #[derive(Serialize)]
+    struct AddedRef<'a> {
+        timelines: &'a BTreeMap<DirectoryName, TimelineSpan>,
+        system_identifier: &'a Option<u64>,
+        lost_directories: &'a Vec<LostDirectory>,
+        base_backup_server_unreachable: &'a bool,
+    }
+
+    #[derive(Deserialize, Default)]
+    struct Added {
+        timelines: BTreeMap<DirectoryName, TimelineSpan>,
+        system_identifier: Option<u64>,
+        lost_directories: Vec<LostDirectory>,
+        base_backup_server_unreachable: bool,
+    }
+
+    impl Serialize for State {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut tuple = serializer.serialize_tuple(FIELDS)?;
+            tuple.serialize_element(&self.directories)?;
+            tuple.serialize_element(&self.current_link)?;
+            tuple.serialize_element(&self.base_backup)?;
+            tuple.serialize_element(&self.script)?;
+            tuple.serialize_element(&self.sync)?;
+            tuple.serialize_element(&self.last_sync_end)?;
+            tuple.serialize_element(&self.wal)?;
+            tuple.serialize_element(&self.journal)?;
+            tuple.serialize_element(&AddedRef {
+                timelines: &self.timelines,
+                system_identifier: &self.system_identifier,
+                lost_directories: &self.lost_directories,
+                base_backup_server_unreachable: &self.base_backup_server_unreachable,
+            })?;
+            tuple.end()
+        }
+    }
+
+    struct StateVisitor;
+
+    impl<'de> Visitor<'de> for StateVisitor {
+        type Value = State;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("pgbak's machine state")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<State, A::Error> {
+            fn required<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(
+                seq: &mut A,
+                index: usize,
+            ) -> Result<T, A::Error> {
+                seq.next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(index, &"the state's fields"))
+            }
+            let directories = required(&mut seq, 0)?;
+            let current_link = required(&mut seq, 1)?;
+            let base_backup = required(&mut seq, 2)?;
+            let script = required(&mut seq, 3)?;
+            let sync = required(&mut seq, 4)?;
+            let last_sync_end = required(&mut seq, 5)?;
+            let wal = required(&mut seq, 6)?;
+            let journal = required(&mut seq, 7)?;
+            // Absent in checkpoints written before these fields existed: the payload ends here.
+            let added: Added = seq.next_element().ok().flatten().unwrap_or_default();
+            Ok(State {
+                directories,
+                current_link,
+                base_backup,
+                script,
+                sync,
+                last_sync_end,
+                wal,
+                journal,
+                timelines: added.timelines,
+                system_identifier: added.system_identifier,
+                lost_directories: added.lost_directories,
+                base_backup_server_unreachable: added.base_backup_server_unreachable,
+            })
+        }
+    }
+
+    impl<'de> Deserialize<'de> for State {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<State, D::Error> {
+            deserializer.deserialize_tuple(FIELDS, StateVisitor)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// The state as the first release encoded it: the derived encoding of its eight fields.
+        #[derive(Serialize)]
+        struct FirstReleaseState<'a> {
+            directories: &'a BTreeMap<DirectoryName, Directory>,
+            current_link: &'a Option<DirectoryName>,
+            base_backup: &'a BaseBackup,
+            script: &'a Script,
+            sync: &'a Option<SyncSession>,
+            last_sync_end: &'a Option<SyncEnd>,
+            wal: &'a WalTotals,
+            journal: &'a JournalHealth,
+        }
+
+        fn sample() -> State {
+            let mut state = State::default();
+            state.directories.insert(
+                DirectoryName(1_700_000_000),
+                Directory {
+                    phase: DirectoryPhase::Current,
+                    opened_at: UnixMillis(1_700_000_000_000),
+                    base: Some(BaseInfo {
+                        bytes: 10,
+                        finished_at: UnixMillis(1_700_000_001_000),
+                    }),
+                    wal_files: 2,
+                    wal_bytes: 20,
+                    first_wal: WalFileName::parse("000000010000000000000001"),
+                    last_wal: WalFileName::parse("000000010000000000000002"),
+                    newest_file_at: UnixMillis(1_700_000_002_000),
+                    content_version: 3,
+                    shipped: None,
+                },
+            );
+            state.current_link = Some(DirectoryName(1_700_000_000));
+            state
+        }
+
+        #[test]
+        fn a_checkpoint_of_the_first_release_decodes_with_empty_additions() {
+            let state = sample();
+            let old = postcard::to_stdvec(&FirstReleaseState {
+                directories: &state.directories,
+                current_link: &state.current_link,
+                base_backup: &state.base_backup,
+                script: &state.script,
+                sync: &state.sync,
+                last_sync_end: &state.last_sync_end,
+                wal: &state.wal,
+                journal: &state.journal,
+            })
+            .unwrap();
+            let (decoded, rest) = postcard::take_from_bytes::<State>(&old).unwrap();
+            assert!(rest.is_empty());
+            assert_eq!(decoded, state);
+        }
+
+        #[test]
+        fn the_additions_round_trip_after_the_first_release_fields() {
+            let mut state = sample();
+            let name = DirectoryName(1_700_000_000);
+            state
+                .timelines
+                .insert(name, TimelineSpan::of(1).including(2));
+            state.system_identifier = Some(7_300_000_000_000_000_001);
+            state.base_backup_server_unreachable = true;
+            state.lost_directories.push(LostDirectory {
+                directory: DirectoryName(1_600_000_000),
+                phase: DirectoryPhase::Current,
+                had_base: true,
+                wal_files: 4,
+                last_wal: None,
+                shipped: false,
+                noticed_at: UnixMillis(1_700_000_003_000),
+            });
+            let bytes = postcard::to_stdvec(&state).unwrap();
+            let first_release = postcard::to_stdvec(&sample()).unwrap();
+            // The first eight fields encode exactly as before.
+            assert_eq!(
+                &bytes[..first_release.len() - 4],
+                &first_release[..first_release.len() - 4]
+            );
+            assert_eq!(postcard::from_bytes::<State>(&bytes).unwrap(), state);
+        }
     }
 }

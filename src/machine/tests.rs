@@ -707,6 +707,7 @@ fn rebuild_from_the_tree_trusts_only_complete_base_backups() {
     let scanned = |name: u64, base: bool, wal_files: u64| ScannedDirectory {
         name: DirectoryName(name),
         base: base.then_some((100, UnixMillis::from_seconds(name + 60))),
+        timelines: None,
         wal_files,
         wal_bytes: wal_files * 10,
         first_wal: None,
@@ -987,4 +988,237 @@ fn machine_is_pure() {
         checked += 1;
     }
     assert!(checked >= 8, "only {checked} machine files found");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timelines, lost directories, the cluster, the server's absence and the current link.
+
+fn archive_file(state: &mut State, name: &str, at: UnixMillis) -> Vec<DirectoryName> {
+    let targets = archive_targets(state, at);
+    let event = Event::WalArchived {
+        file: WalFileName::parse(name).unwrap(),
+        compressed_bytes: 1000,
+        directories: targets.directories.clone(),
+        already_present: false,
+        at,
+    };
+    apply(state, &event).unwrap();
+    targets.directories
+}
+
+#[test]
+fn wal_of_a_newer_timeline_makes_a_base_backup_due_at_once() {
+    // S-4.7: a promoted standby archives into the same $PGBAK.
+    let policy = Policy::default();
+    let (mut state, current) = shipped_current(&policy);
+    let at = START.plus_millis(3_600_000);
+    assert_eq!(base_backup_due(&state, at, &policy), None);
+    // The old timeline's last, partial segment says nothing about a switch yet.
+    archive_file(&mut state, "000000010000000000000009.partial", at);
+    assert_eq!(base_backup_due(&state, at, &policy), None);
+    archive_file(&mut state, "00000002.history", at);
+    assert!(state.spans_timelines(current));
+    assert_eq!(
+        base_backup_due(&state, at, &policy),
+        Some(BaseBackupDue::NewTimeline)
+    );
+    let plan = next_actions(&state, at, &policy);
+    assert!(
+        plan.actions
+            .iter()
+            .any(|action| matches!(action, Action::StartBaseBackup { .. })),
+        "{plan:?}"
+    );
+    // The new base backup's directory gets only the new timeline's WAL: once it is current,
+    // nothing is due any more.
+    let Some(Action::StartBaseBackup { directory, .. }) = plan
+        .actions
+        .iter()
+        .find(|action| matches!(action, Action::StartBaseBackup { .. }))
+        .cloned()
+    else {
+        unreachable!()
+    };
+    apply(&mut state, &Event::DirectoryOpened { directory, at }).unwrap();
+    apply(&mut state, &Event::BaseBackupStarted { directory, at }).unwrap();
+    assert_eq!(
+        archive_file(&mut state, "00000002000000000000000A", at),
+        vec![current, directory]
+    );
+    let done = at.plus_millis(1_000);
+    apply(
+        &mut state,
+        &Event::BaseBackupFinished {
+            directory,
+            base_bytes: 1_000_000,
+            at: done,
+        },
+    )
+    .unwrap();
+    assert_eq!(base_backup_due(&state, done, &policy), None);
+    assert!(state.spans_timelines(current) && !state.spans_timelines(directory));
+}
+
+#[test]
+fn a_base_backup_that_cannot_reach_the_server_does_not_keep_an_idle_sync_alive() {
+    // S-6.6: the server stopped; everything is shipped; only the base backup is left.
+    let policy = Policy::default();
+    let (mut state, _) = shipped_current(&policy);
+    let at = START.plus_millis(policy.base_max_age_ms + 1);
+    let plan = next_actions(&state, at, &policy);
+    let Some(Action::StartBaseBackup { directory, .. }) = plan.actions.first().cloned() else {
+        panic!("{plan:?}");
+    };
+    apply(&mut state, &Event::DirectoryOpened { directory, at }).unwrap();
+    apply(&mut state, &Event::BaseBackupStarted { directory, at }).unwrap();
+    let unreachable = Event::BaseBackupServerUnreachable {
+        directory,
+        output: "pg_basebackup: error: connection to server on socket \"/tmp/.s.PGSQL.5432\" \
+                 failed: No such file or directory\n\tIs the server running locally?"
+            .into(),
+        at,
+    };
+    let mut failed = state.clone();
+    apply(&mut state, &unreachable).unwrap();
+    apply(&mut state, &Event::DirectoryRemoved { directory, at }).unwrap();
+    let plan = next_actions(&state, at, &policy);
+    assert!(plan.finished && plan.actions.is_empty(), "{plan:?}");
+    assert!(base_backup_due(&state, at, &policy).is_some());
+    // Any other failure keeps the sync retrying, as before.
+    let other = Event::BaseBackupFailed {
+        directory,
+        output: "pg_basebackup: error: FATAL: password authentication failed".into(),
+        at,
+    };
+    apply(&mut failed, &other).unwrap();
+    apply(&mut failed, &Event::DirectoryRemoved { directory, at }).unwrap();
+    let plan = next_actions(&failed, at, &policy);
+    assert!(!plan.finished && plan.wake_at.is_some(), "{plan:?}");
+}
+
+#[test]
+fn a_current_directory_lost_from_disk_is_forgotten_and_a_new_one_opens() {
+    // S-4.8.
+    let policy = Policy::default();
+    let (mut state, current) = shipped_current(&policy);
+    let at = START.plus_millis(5_000);
+    apply(
+        &mut state,
+        &Event::DirectoryLost {
+            directory: current,
+            at,
+        },
+    )
+    .unwrap();
+    assert!(!state.directories.contains_key(&current));
+    assert_eq!(state.current_link, None);
+    assert_eq!(state.lost_directories.len(), 1);
+    assert!(state.lost_directories[0].shipped && state.lost_directories[0].had_base);
+    // The next file opens a new directory, never the lost one's name again.
+    let targets = archive_targets(&state, at);
+    let opened = targets.open_directory.unwrap();
+    assert!(opened > current, "{opened} after {current}");
+    assert_eq!(
+        base_backup_due(&state, at, &policy),
+        Some(BaseBackupDue::NoCurrentDirectory)
+    );
+    // At most LOST_DIRECTORIES_KEPT are remembered.
+    for _ in 0..40 {
+        let (fresh, lost) = shipped_current(&policy);
+        let mut fresh = fresh;
+        apply(
+            &mut fresh,
+            &Event::DirectoryLost {
+                directory: lost,
+                at,
+            },
+        )
+        .unwrap();
+        fresh
+            .lost_directories
+            .extend(state.lost_directories.iter().cloned());
+        fresh
+            .lost_directories
+            .truncate(super::state::LOST_DIRECTORIES_KEPT);
+        state = fresh;
+    }
+    assert!(state.check_invariants().is_ok());
+}
+
+#[test]
+fn segments_of_another_cluster_are_refused_until_a_new_series_starts() {
+    // S-2.9.
+    let policy = Policy::default();
+    let (mut state, current) = shipped_current(&policy);
+    let record = |id| Event::SystemIdentifierRecorded {
+        system_identifier: id,
+        at: START,
+    };
+    // The simulated `wal` recorded the cluster with the first segment.
+    let recorded = state.system_identifier.unwrap();
+    apply(&mut state, &record(recorded)).unwrap();
+    let before = state.clone();
+    assert!(apply(&mut state, &record(recorded + 1)).is_err());
+    assert_eq!(state, before);
+    apply(&mut state, &Event::NewSeriesStarted { at: START }).unwrap();
+    assert_eq!(state.system_identifier, None);
+    assert_eq!(state.directories[&current].phase, DirectoryPhase::Sealed);
+    apply(&mut state, &record(recorded + 1)).unwrap();
+    // Nothing is open: the next file opens the new series' first directory.
+    assert!(archive_targets(&state, START).open_directory.is_some());
+    assert_eq!(
+        base_backup_due(&state, START, &policy),
+        Some(BaseBackupDue::NoCurrentDirectory)
+    );
+}
+
+#[test]
+fn a_current_link_pointed_elsewhere_is_switched_back() {
+    // S-6.4: the journal said current -> X, the disk says something else.
+    let policy = Policy::default();
+    let (mut state, current) = shipped_current(&policy);
+    assert_eq!(state.current_link, Some(current));
+    let observed = Event::CurrentLinkObserved {
+        directory: None,
+        at: START,
+    };
+    apply(&mut state, &observed).unwrap();
+    let plan = next_actions(&state, START, &policy);
+    assert_eq!(
+        plan.actions,
+        vec![Action::PointCurrentLinkAt { directory: current }]
+    );
+}
+
+#[test]
+fn a_retry_found_in_current_and_linked_into_pending_counts_once_in_each() {
+    // The `wal` side records what it found (already present) and what it linked as two
+    // facts; the current directory's count must not grow, or a base backup comes early.
+    let policy = Policy::default();
+    let (mut state, current) = shipped_current(&policy);
+    let at = START.plus_millis(1_000);
+    let pending = DirectoryName(current.0 + 100);
+    apply(
+        &mut state,
+        &Event::DirectoryOpened {
+            directory: pending,
+            at,
+        },
+    )
+    .unwrap();
+    let before = state.directories[&current].clone();
+    let last = before.last_wal.clone().unwrap();
+    for (directories, already_present) in [(vec![current], true), (vec![pending], false)] {
+        let event = Event::WalArchived {
+            file: last.clone(),
+            compressed_bytes: 1000,
+            directories,
+            already_present,
+            at,
+        };
+        apply(&mut state, &event).unwrap();
+    }
+    assert_eq!(state.directories[&current].wal_files, before.wal_files);
+    assert_eq!(state.directories[&current].wal_bytes, before.wal_bytes);
+    assert_eq!(state.directories[&pending].wal_files, 1);
 }

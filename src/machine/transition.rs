@@ -17,8 +17,9 @@
 use super::FAILURE_OUTPUT_MAX_BYTES;
 use super::event::{Event, EventKind, SyncStopReason};
 use super::state::{
-    BaseInfo, Directory, DirectoryPhase, Failure, JournalHealth, RunningBaseBackup, ScriptRun,
-    Shipped, State, SyncEnd, SyncSession,
+    BaseInfo, Directory, DirectoryPhase, Failure, JournalHealth, LOST_DIRECTORIES_KEPT,
+    LostDirectory, RunningBaseBackup, ScriptRun, Shipped, State, SyncEnd, SyncSession,
+    TimelineSpan,
 };
 use crate::timestamp::DirectoryName;
 use crate::wal_name::{WalFileKind, WalFileName};
@@ -72,7 +73,10 @@ impl Component {
             Component::BaseBackup => {
                 matches!(
                     kind,
-                    E::BaseBackupStarted | E::BaseBackupFinished | E::BaseBackupFailed
+                    E::BaseBackupStarted
+                        | E::BaseBackupFinished
+                        | E::BaseBackupFailed
+                        | E::BaseBackupServerUnreachable
                 )
             }
             Component::Script => {
@@ -129,6 +133,15 @@ pub const EDGES: &[Edge] = &[
     edge(C::Directory, "Pending", E::BaseBackupFinished, "Current"),
     edge(C::Directory, "Current", E::BaseBackupFinished, "Sealed"),
     edge(C::Directory, "Pending", E::BaseBackupFailed, "Failed"),
+    edge(
+        C::Directory,
+        "Pending",
+        E::BaseBackupServerUnreachable,
+        "Failed",
+    ),
+    edge(C::Directory, "Current", E::DirectoryLost, ABSENT),
+    edge(C::Directory, "Current", E::NewSeriesStarted, "Sealed"),
+    edge(C::Directory, "Pending", E::NewSeriesStarted, "Failed"),
     edge(C::Directory, "Pending", E::SyncAbandoned, "Failed"),
     edge(C::Directory, "Failed", E::DirectoryRemoved, ABSENT),
     edge(C::Directory, "Current", E::CurrentLinkSwitched, "Current"),
@@ -142,6 +155,12 @@ pub const EDGES: &[Edge] = &[
     edge(C::BaseBackup, "BackingOff", E::BaseBackupStarted, "Running"),
     edge(C::BaseBackup, "Running", E::BaseBackupFinished, "Idle"),
     edge(C::BaseBackup, "Running", E::BaseBackupFailed, "BackingOff"),
+    edge(
+        C::BaseBackup,
+        "Running",
+        E::BaseBackupServerUnreachable,
+        "BackingOff",
+    ),
     edge(C::BaseBackup, "Running", E::SyncAbandoned, "BackingOff"),
     edge(C::Script, "Idle", E::ScriptStarted, "Running"),
     edge(C::Script, "BackingOff", E::ScriptStarted, "Running"),
@@ -272,6 +291,8 @@ fn named_directories(event: &Event) -> Vec<DirectoryName> {
         | Event::BaseBackupStarted { directory, .. }
         | Event::BaseBackupFinished { directory, .. }
         | Event::BaseBackupFailed { directory, .. }
+        | Event::BaseBackupServerUnreachable { directory, .. }
+        | Event::DirectoryLost { directory, .. }
         | Event::DirectoryRemoved { directory, .. }
         | Event::CurrentLinkSwitched { directory, .. }
         | Event::ScriptStarted { directory, .. }
@@ -281,7 +302,10 @@ fn named_directories(event: &Event) -> Vec<DirectoryName> {
         | Event::SyncStopped { .. }
         | Event::SyncAbandoned { .. }
         | Event::JournalRebuilt { .. }
-        | Event::JournalTailCut { .. } => Vec::new(),
+        | Event::JournalTailCut { .. }
+        | Event::SystemIdentifierRecorded { .. }
+        | Event::NewSeriesStarted { .. }
+        | Event::CurrentLinkObserved { .. } => Vec::new(),
     }
 }
 
@@ -402,6 +426,18 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
                 // crash between link and record, the journal may never have counted it.
                 directory.content_version += 1;
                 directory.newest_file_at = directory.newest_file_at.max(*at);
+                // Segments and history files say which timeline the directory's WAL is on
+                // (S-4.7). A `.partial` is the old timeline's last segment, archived after the
+                // switch, and a `.backup` file names where a base backup started: neither
+                // means that this directory's WAL goes on past a switch.
+                if matches!(file.kind(), WalFileKind::Segment | WalFileKind::History) {
+                    let timeline = file.timeline();
+                    let span = state.timelines.get(name).copied();
+                    state.timelines.insert(
+                        *name,
+                        span.map_or(TimelineSpan::of(timeline), |span| span.including(timeline)),
+                    );
+                }
                 if !already_present || counted_for_the_first_time(directory, file) {
                     directory.wal_files += 1;
                     directory.wal_bytes = directory.wal_bytes.saturating_add(*compressed_bytes);
@@ -469,8 +505,14 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
             base.consecutive_failures = 0;
             base.last_success_at = Some(*at);
             base.requested = false;
+            state.base_backup_server_unreachable = false;
         }
         Event::BaseBackupFailed {
+            directory,
+            output,
+            at,
+        }
+        | Event::BaseBackupServerUnreachable {
             directory,
             output,
             at,
@@ -484,6 +526,92 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
                     message: last_bytes(output),
                 },
             );
+            state.base_backup_server_unreachable =
+                matches!(event, Event::BaseBackupServerUnreachable { .. });
+        }
+        Event::DirectoryLost { directory, at } => {
+            if state
+                .base_backup
+                .running
+                .is_some_and(|running| running.directory == *directory)
+            {
+                return Err(reject(
+                    event,
+                    format!("the base backup runs for {directory}: its outcome comes first"),
+                ));
+            }
+            if state
+                .script
+                .running
+                .is_some_and(|run| run.directory == *directory)
+            {
+                return Err(reject(
+                    event,
+                    format!("the script runs for {directory}: its outcome comes first"),
+                ));
+            }
+            let lost = directory_mut(state, event, *directory)?.clone();
+            if lost.phase == DirectoryPhase::Failed {
+                return Err(reject(
+                    event,
+                    format!("directory {directory} failed: its removal is DirectoryRemoved"),
+                ));
+            }
+            let shipped = state
+                .directories
+                .get(directory)
+                .is_some_and(|d| d.shipped.is_some_and(|s| s.version == d.content_version));
+            state.directories.remove(directory);
+            state.timelines.remove(directory);
+            if state.current_link == Some(*directory) {
+                state.current_link = None;
+            }
+            if state.lost_directories.len() == LOST_DIRECTORIES_KEPT {
+                state.lost_directories.remove(0);
+            }
+            state.lost_directories.push(LostDirectory {
+                directory: *directory,
+                phase: lost.phase,
+                had_base: lost.base.is_some(),
+                wal_files: lost.wal_files,
+                last_wal: lost.last_wal,
+                shipped,
+                noticed_at: *at,
+            });
+        }
+        Event::SystemIdentifierRecorded {
+            system_identifier, ..
+        } => match state.system_identifier {
+            Some(recorded) if recorded != *system_identifier => {
+                return Err(reject(
+                    event,
+                    format!(
+                        "the backups are of cluster {recorded}, not {system_identifier}: \
+                         a new series must be started first"
+                    ),
+                ));
+            }
+            _ => state.system_identifier = Some(*system_identifier),
+        },
+        Event::NewSeriesStarted { .. } => {
+            if let Some(running) = state.base_backup.running {
+                return Err(reject(
+                    event,
+                    format!("a base backup runs for {}", running.directory),
+                ));
+            }
+            for directory in state.directories.values_mut() {
+                directory.phase = match directory.phase {
+                    DirectoryPhase::Current => DirectoryPhase::Sealed,
+                    DirectoryPhase::Pending => DirectoryPhase::Failed,
+                    other => other,
+                };
+            }
+            state.system_identifier = None;
+            state.base_backup.requested = false;
+        }
+        Event::CurrentLinkObserved { directory, .. } => {
+            state.current_link = directory.filter(|name| state.directories.contains_key(name));
         }
         Event::DirectoryRemoved { directory, .. } => {
             let target = directory_mut(state, event, *directory)?;
@@ -494,6 +622,7 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
                 ));
             }
             state.directories.remove(directory);
+            state.timelines.remove(directory);
             if state.current_link == Some(*directory) {
                 state.current_link = None;
             }
@@ -704,6 +833,7 @@ fn require_session(state: &State, event: &Event, pid: u32) -> Result<(), Transit
 }
 
 fn fail_base_backup(state: &mut State, directory: DirectoryName, failure: Failure) {
+    state.base_backup_server_unreachable = false;
     if let Some(target) = state.directories.get_mut(&directory) {
         target.phase = DirectoryPhase::Failed;
     }
