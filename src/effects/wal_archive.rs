@@ -794,6 +794,11 @@ impl Store<'_> {
             return Ok(Decision::NoDirectory(targets.directories));
         }
         crate::failpoint::fail_point("wal-before-journal");
+        // S-6.6: the record is the ack; never into a journal that `$PGBAK` no longer holds.
+        opened
+            .lock_file
+            .check_still_same()
+            .map_err(|error| HoldError::Failed(anyhow::Error::new(error)))?;
         // Directories that closed meanwhile (sealed, failed) stay in the record: the file is
         // in them, and the machine counts it only where that still matters.
         let event = Event::WalArchived {
