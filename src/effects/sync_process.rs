@@ -35,6 +35,10 @@
 //! journal is the record. A log that cannot be written never stops the sync; the first failure
 //! is reported on stderr.
 //!
+//! A new `sync.log` (first run, or after rotation) is followed by an fsync of `$PGBAK`, like
+//! every entry pgbak creates there: the log's lines are not fsynced (they are a diagnostic
+//! copy of what the journal holds durably), but its name must not vanish in a crash.
+//!
 //! Invariants: the signal handler only stores the signal number in an atomic (async-signal
 //! safe); it is installed without `SA_RESTART`, so a blocking wait for the sync lock
 //! (`F_OFD_SETLKW`) returns `EINTR` and the caller can stop instead of blocking on. Every
@@ -164,17 +168,24 @@ impl SyncLog {
 
 impl LogFile {
     fn reopen(&mut self) {
-        let opened = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(SYNC_LOG_MODE)
-            .open(&self.path)
-            .and_then(|file| {
-                // The umask may have narrowed the mode; S-1.3 wants exactly 0600.
-                file.set_permissions(std::fs::Permissions::from_mode(SYNC_LOG_MODE))?;
-                let bytes = file.metadata()?.len();
-                Ok((file, bytes))
-            });
+        let open = |create_new: bool| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create_new(create_new)
+                .mode(SYNC_LOG_MODE)
+                .open(&self.path)
+        };
+        let opened = match open(true) {
+            Ok(file) => self.directory_fsynced().map(|()| file),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => open(false),
+            Err(error) => Err(error),
+        }
+        .and_then(|file| {
+            // The umask may have narrowed the mode; S-1.3 wants exactly 0600.
+            file.set_permissions(std::fs::Permissions::from_mode(SYNC_LOG_MODE))?;
+            let bytes = file.metadata()?.len();
+            Ok((file, bytes))
+        });
         match opened {
             Ok((file, bytes)) => {
                 self.file = Some(file);
@@ -184,6 +195,14 @@ impl LogFile {
                 self.file = None;
                 self.report_failure("cannot be opened", &error);
             }
+        }
+    }
+
+    /// Makes a new log's name (and a rotation's rename) durable: `$PGBAK` is fsynced.
+    fn directory_fsynced(&self) -> io::Result<()> {
+        match self.path.parent() {
+            Some(directory) => crate::effects::durable::fsync_directory(directory),
+            None => Ok(()),
         }
     }
 
