@@ -112,6 +112,31 @@ impl Fixture {
         command
     }
 
+    /// [`Fixture::command`] with the wall clock shifted by libfaketime as `out/clock` says
+    /// (`+0` at first; write `-86400` to step it back a day while pgbak runs). The monotonic
+    /// clock is left alone, as a real clock step leaves it.
+    fn command_with_faked_clock(&self, args: &[&str]) -> Command {
+        let clock = self.out.join("clock");
+        if !clock.exists() {
+            fs::write(&clock, "+0\n").unwrap();
+        }
+        let mut command = self.command(args);
+        command
+            .env("LD_PRELOAD", LIBFAKETIME)
+            .env("FAKETIME_TIMESTAMP_FILE", &clock)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        command
+    }
+
+    /// Steps the faked wall clock of [`Fixture::command_with_faked_clock`] to `offset` (libfaketime
+    /// syntax: `-86400` is a day back), atomically so pgbak never reads half a file.
+    fn step_clock(&self, offset: &str) {
+        let next = self.out.join("clock.next");
+        fs::write(&next, format!("{offset}\n")).unwrap();
+        fs::rename(&next, self.out.join("clock")).unwrap();
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
@@ -138,7 +163,12 @@ impl Fixture {
 
     /// Waits for a spawned pgbak to exit.
     fn wait_exit(&self, child: &mut Child, label: &str) -> ExitStatus {
-        let deadline = Instant::now() + GENEROUS;
+        self.wait_exit_within(child, label, GENEROUS)
+    }
+
+    /// Waits for a spawned pgbak to exit; kills it and fails the test after `limit`.
+    fn wait_exit_within(&self, child: &mut Child, label: &str, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
@@ -314,6 +344,14 @@ fn exit_code(output: &Output) -> Option<i32> {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// libfaketime from Debian's `faketime` package (`.ci/prerequisites`); the MT build, since the
+/// sync has threads.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// How soon a sync must notice that `$PGBAK` changed under it: it looks every round (a quarter
+/// second); this only keeps a bug from hanging the test for [`GENEROUS`].
+const NOTICES_WITHIN: Duration = Duration::from_secs(30);
 
 /// A script that, until `out/allow` exists, starts a sleeper in its process group (pids in
 /// `out/`) and waits for `allow`; then succeeds.
@@ -957,4 +995,304 @@ fn status_shows_the_bytes_a_running_base_backup_has_written_so_far() {
         .unwrap()
         .len();
     assert!(running["bytes_written"].as_u64().unwrap() <= base);
+}
+
+/// S-6.6: a `pgbak.lock` replaced under a running sync (here by a copy renamed over it) makes
+/// the sync stop: it can no longer exclude other syncs, which would lock the new file and run
+/// the script next to its run.
+#[test]
+fn a_replaced_pgbak_lock_stops_the_running_sync_and_its_script_before_another_sync_starts() {
+    let fixture = Fixture::new("lock-replaced");
+    let (mut sync, script, sleeper) = fixture.sync_with_a_blocked_script();
+    let lock = fixture.pgbak.join("pgbak.lock");
+    let copy = fixture.pgbak.join("pgbak.lock.copy");
+    fs::copy(&lock, &copy).unwrap();
+    fs::rename(&copy, &lock).unwrap();
+
+    let status = fixture.wait_exit_within(&mut sync, "sync", NOTICES_WITHIN);
+    assert_eq!(status.code(), Some(1), "{}", fixture.stderr_of("sync"));
+    assert!(process_is_dead(script) && process_is_dead(sleeper));
+    let log = fixture.sync_log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("] error: ") && line.contains("is no longer the"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains(&format!(
+            "{}/pgbak.lock is no longer the lock file this process opened",
+            fixture.pgbak.display()
+        )),
+        "{log}"
+    );
+    let stderr = fixture.stderr_of("sync");
+    assert!(stderr.contains("hint: "), "{stderr}");
+
+    // The next sync works on the new file alone: its run is the only one.
+    fs::write(fixture.out.join("allow"), "").unwrap();
+    let output = fixture.run(&["sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(fixture.runs().len(), 2);
+}
+
+/// S-6.6: `$PGBAK` moved away (or deleted, or lazily unmounted) under a running sync: the sync
+/// notices that its path leads nowhere, logs it in the sync log it holds, and exits non-zero
+/// instead of shipping on from a directory nobody archives into.
+#[test]
+fn pgbak_moved_away_under_a_running_sync_makes_it_exit() {
+    let fixture = Fixture::new("pgbak-moved");
+    let (mut sync, script, sleeper) = fixture.sync_with_a_blocked_script();
+    let moved = fixture.root.join("pgbak-moved-away");
+    fs::rename(&fixture.pgbak, &moved).unwrap();
+    let status = fixture.wait_exit_within(&mut sync, "sync", NOTICES_WITHIN);
+    assert_eq!(status.code(), Some(1), "{}", fixture.stderr_of("sync"));
+    assert!(process_is_dead(script) && process_is_dead(sleeper));
+    let log = fs::read_to_string(moved.join("sync.log")).unwrap();
+    assert!(
+        log.lines().any(|line| line.contains(&format!(
+            "error: {} is no longer the directory this process opened (it is gone)",
+            fixture.pgbak.display()
+        ))),
+        "{log}"
+    );
+}
+
+/// S-6.5: a wall clock stepped back a day while a failed script waits for its retry: the sync
+/// measures the backoff on its own clock, so the retry comes after the backoff, not a day later.
+#[test]
+fn a_clock_stepped_back_a_day_during_a_backoff_does_not_delay_the_retry() {
+    let fixture = Fixture::with_config(
+        "clock-back",
+        "[script]\nretry_delay_min_seconds = 3\nretry_delay_max_seconds = 3\n",
+    );
+    fixture.script("if [ $n -eq 1 ]; then echo first run fails >&2; exit 1; fi\nexit 0\n");
+    fixture.archive();
+    let mut sync = fixture
+        .command_with_faked_clock(&["sync"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(fixture.out.join("sync.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    fixture.wait_until("the first run failed", || {
+        fixture.kinds().contains(&"ScriptFailed")
+    });
+    fixture.step_clock("-86400");
+    let status = fixture.wait_exit_within(&mut sync, "sync", Duration::from_secs(60));
+    assert!(status.success(), "{}", fixture.stderr_of("sync"));
+    assert_eq!(fixture.runs().len(), 2);
+}
+
+/// S-6.5: a failure recorded before the wall clock stepped back a day lies in the future for
+/// the next sync; its retry time is clamped to the backoff's maximum from that sync's start.
+#[test]
+fn a_failure_recorded_before_the_clock_stepped_back_is_retried_within_the_backoff_maximum() {
+    let fixture = Fixture::with_config(
+        "clock-back-between",
+        "[script]\nretry_delay_min_seconds = 600\nretry_delay_max_seconds = 600\n",
+    );
+    fixture.script("if [ $n -eq 1 ]; then echo first run fails >&2; exit 1; fi\nexit 0\n");
+    fixture.archive();
+    let mut first = fixture.spawn("first", &["sync"]);
+    fixture.wait_until("the first run failed", || {
+        fixture.kinds().contains(&"ScriptFailed")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    fixture.wait_exit(&mut first, "first");
+    // A shorter maximum now: the clamp uses the policy of the sync that decides.
+    let config = fixture.pgbak.join("config.toml");
+    let text_now = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text_now
+            .replace(
+                "retry_delay_max_seconds = 600",
+                "retry_delay_max_seconds = 2",
+            )
+            .replace(
+                "retry_delay_min_seconds = 600",
+                "retry_delay_min_seconds = 2",
+            ),
+    )
+    .unwrap();
+    fixture.step_clock("-86400");
+    let mut second = fixture
+        .command_with_faked_clock(&["sync"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(fixture.out.join("second.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let status = fixture.wait_exit_within(&mut second, "second", Duration::from_secs(60));
+    assert!(status.success(), "{}", fixture.stderr_of("second"));
+    assert_eq!(fixture.runs().len(), 2);
+}
+
+/// S-6.5: a wall clock stepped forward a day while the script runs does not end its
+/// `script.timeout_seconds` early: the timeout is measured on the sync's own clock.
+#[test]
+fn a_clock_stepped_forward_a_day_does_not_kill_a_running_script_for_its_timeout() {
+    let fixture = Fixture::with_config("clock-forward", "[script]\ntimeout_seconds = 60\n");
+    fixture.script(BLOCK_UNTIL_ALLOWED);
+    fixture.archive();
+    let mut sync = fixture
+        .command_with_faked_clock(&["sync"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(fixture.out.join("sync.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    fixture.wait_until("the script started its sleeper", || {
+        fixture.pid_file("sleeper.pid").is_some()
+    });
+    let script = fixture.pid_file("script.pid").unwrap();
+    fixture.step_clock("+86400");
+    // Several rounds of the sync (a quarter second each) see the stepped clock.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!process_is_dead(script), "{}", fixture.sync_log());
+    fs::write(fixture.out.join("allow"), "").unwrap();
+    let status = fixture.wait_exit(&mut sync, "sync");
+    assert!(status.success(), "{}", fixture.stderr_of("sync"));
+    let events = fixture.events();
+    assert!(
+        !events
+            .iter()
+            .any(|event| matches!(event, Event::ScriptFailed { .. })),
+        "{events:#?}"
+    );
+    assert_eq!(fixture.runs().len(), 1);
+}
+
+/// A foreground `force-sync` started with a descriptor its caller did not mark close-on-exec
+/// (here a shell's `exec 251<file`) passes it to none of its children: the script, its
+/// guardian and `pg_basebackup` see only stdin, stdout and stderr (and what they open).
+#[test]
+fn force_sync_passes_no_inherited_descriptor_to_the_script_or_pg_basebackup() {
+    let fixture = Fixture::new("descriptors");
+    let leaked = fixture.root.join("leaked-descriptor");
+    fs::write(&leaked, "").unwrap();
+    fixture.script(
+        "ls -l /proc/$$/fd/ > \"$TEST_OUT/script-fds\"\n\
+         ls -l /proc/$PPID/fd/ > \"$TEST_OUT/guardian-fds\"\nexit 0\n",
+    );
+    fixture.executable(
+        &fixture.root.join("fake_pg_basebackup.sh"),
+        "ls -l /proc/$$/fd/ > \"$TEST_OUT/pg_basebackup-fds\"\n\
+         exec tar -C \"$TEST_OUT/../data\" -cf - .\n",
+    );
+    fixture.archive();
+    // bash: dash's redirections take single-digit descriptors only.
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg("exec 251<\"$1\"; exec \"$2\" force-sync")
+        .arg("bash")
+        .arg(&leaked)
+        .arg(env!("CARGO_BIN_EXE_pgbak"))
+        .env("PGBAK", &fixture.pgbak)
+        .env("TEST_OUT", &fixture.out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for name in ["script-fds", "guardian-fds", "pg_basebackup-fds"] {
+        let listing = fs::read_to_string(fixture.out.join(name)).unwrap();
+        assert!(
+            !listing.contains("leaked-descriptor") && !listing.contains(" 251 -> "),
+            "{name}:\n{listing}"
+        );
+    }
+}
+
+/// Durability of directory entries: every directory the sync creates in `$PGBAK` or finds
+/// there already (created by a `wal` that may have crashed before its fsync; here by the test,
+/// without one), and every name it creates or renames into `$PGBAK` (`sync.log`, `current`),
+/// is followed by an fsync of the directory that holds the entry before the next journal record
+/// (the fact that relies on it) is made durable, or before the sync exits.
+#[test]
+fn every_entry_the_sync_makes_or_finds_in_pgbak_is_fsynced_before_the_next_journal_record() {
+    let fixture = Fixture::new("fsync-entries");
+    fixture.script("exit 0\n");
+    // Made with plain mkdir and no fsync: what a crash right after `wal`'s mkdir leaves.
+    fixture.archive();
+    let trace = fixture.out.join("trace");
+    let output = Command::new("strace")
+        .args(["-f", "-y", "-qq", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=mkdir,mkdirat,open,openat,rename,renameat,renameat2,symlink,symlinkat,\
+             fsync,fdatasync",
+        ])
+        .arg(env!("CARGO_BIN_EXE_pgbak"))
+        .arg("sync")
+        .env("PGBAK", &fixture.pgbak)
+        .env("TEST_OUT", &fixture.out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let trace = fs::read_to_string(&trace).unwrap();
+    let pgbak = fixture.pgbak.display().to_string();
+    let journal_synced = format!("{pgbak}/pgbak.lock>");
+    let mut missing = Vec::new();
+    let lines: Vec<&str> = trace.lines().collect();
+    for (index, line) in lines.iter().enumerate() {
+        let Some(entry) = entry_made_in_pgbak(line, &pgbak) else {
+            continue;
+        };
+        let parent = Path::new(&entry).parent().unwrap().display().to_string();
+        let directory_synced = format!("<{parent}>)");
+        let fsynced = lines[index + 1..]
+            .iter()
+            .filter(|later| later.contains(" fsync(") || later.contains(" fdatasync("))
+            .take_while(|later| !later.contains(&journal_synced))
+            .any(|later| later.contains(" fsync(") && later.contains(&directory_synced));
+        if !fsynced {
+            missing.push(line.to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "no fsync of the directory before the next journal record after:\n{}\n\ntrace:\n{trace}",
+        missing.join("\n")
+    );
+}
+
+/// The path of the directory entry a traced system call makes (or, for `mkdir`, makes or finds)
+/// under `pgbak`, if it is one: `mkdir` anywhere below it (made or found), and a file created
+/// (an `O_CREAT` open that succeeded, not `O_TMPFILE`) or renamed into `pgbak` itself. The status-only progress file is left out: it
+/// is removed when the base backup ends, and nothing relies on it after a crash.
+fn entry_made_in_pgbak(line: &str, pgbak: &str) -> Option<String> {
+    let first_path = || {
+        let start = line.find('"')? + 1;
+        let end = start + line[start..].find('"')?;
+        Some(line[start..end].to_owned())
+    };
+    let last_path = || {
+        let end = line.rfind('"')?;
+        let start = line[..end].rfind('"')? + 1;
+        Some(line[start..end].to_owned())
+    };
+    let is_mkdir = line.contains(" mkdir(") || line.contains(" mkdirat(");
+    let is_create = (line.contains(" openat(") || line.contains(" open("))
+        && line.contains("O_CREAT")
+        && !line.contains("O_TMPFILE")
+        && !line.contains(" = -1 ");
+    let path = if is_mkdir || is_create {
+        first_path()?
+    } else if line.contains(" rename(") || line.contains(" renameat") || line.contains(" symlink") {
+        last_path()?
+    } else {
+        return None;
+    };
+    let in_pgbak = Path::new(&path).parent() == Some(Path::new(pgbak));
+    if path.ends_with("base-backup.progress") || path.contains("base-backup.progress.") {
+        return None;
+    }
+    if (is_mkdir && path.starts_with(&format!("{pgbak}/"))) || in_pgbak {
+        Some(path)
+    } else {
+        None
+    }
 }

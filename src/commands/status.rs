@@ -18,6 +18,7 @@ use crate::effects::tree_scan::{self, BASE_FILE_NAME};
 use crate::journal::{Record, StopKind};
 use crate::machine::{
     BaseBackupDue, DirectoryPhase, Failure, JournalHealth, Policy, State, base_backup_due,
+    retry_due_at,
 };
 use crate::timestamp::{DirectoryName, UnixMillis};
 use anyhow::Context;
@@ -442,6 +443,7 @@ fn script_report(
     home: &PgbakHome,
     state: &State,
     policy: &Policy,
+    now: UnixMillis,
     problems: &mut Vec<Problem>,
 ) -> ScriptReport {
     let path = home.backup_script_path();
@@ -469,15 +471,16 @@ fn script_report(
         });
     }
     let script = &state.script;
-    let next_retry_at = script.last_failure.as_ref().and_then(|failure| {
-        (script.consecutive_failures > 0 && script.running.is_none()).then(|| {
-            time(
-                failure
-                    .at
-                    .plus_millis(policy.script_retry.delay_ms(script.consecutive_failures)),
-            )
-        })
-    });
+    // The same bound as the sync's (S-6.5): a clock that stepped back shows no retry "tomorrow".
+    let next_retry_at = retry_due_at(
+        script.consecutive_failures,
+        script.last_failure.as_ref(),
+        policy.script_retry,
+        now,
+        state.sync.map(|session| session.started_at),
+    )
+    .filter(|_| script.running.is_none())
+    .map(time);
     if script.consecutive_failures > 0 {
         let last = script
             .last_failure
@@ -536,15 +539,15 @@ fn base_backup_report(
             .and_then(|(_, d)| d.base)
             .map(|b| time(b.finished_at.plus_millis(policy.base_max_age_ms))),
     };
-    let next_retry_at = base.last_failure.as_ref().and_then(|failure| {
-        (base.consecutive_failures > 0 && base.running.is_none()).then(|| {
-            time(
-                failure
-                    .at
-                    .plus_millis(policy.base_retry.delay_ms(base.consecutive_failures)),
-            )
-        })
-    });
+    let next_retry_at = retry_due_at(
+        base.consecutive_failures,
+        base.last_failure.as_ref(),
+        policy.base_retry,
+        now,
+        state.sync.map(|session| session.started_at),
+    )
+    .filter(|_| base.running.is_none())
+    .map(time);
     if base.consecutive_failures > 0 {
         let last = base
             .last_failure
@@ -724,7 +727,7 @@ pub fn build_report(
     } else {
         None
     };
-    let script = script_report(home, state, policy, &mut problems);
+    let script = script_report(home, state, policy, now, &mut problems);
     let mut base_backup = base_backup_report(state, now, policy, &mut problems);
     if let Some(running) = base_backup.running.as_mut() {
         // Only a count for the run the journal says is running: a file left by a killed sync

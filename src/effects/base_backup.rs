@@ -699,29 +699,34 @@ fn program_arguments(config: &Config) -> Vec<String> {
 
 fn spawn_program(config: &Config) -> Result<Child, BaseBackupError> {
     let program = &config.pg_basebackup.path;
-    Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(program_arguments(config))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so stopping it reaches everything it started and a Ctrl-C
         // meant for a foreground `pgbak sync` is handled by pgbak, not by the child.
-        .process_group(0)
-        .spawn()
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => BaseBackupError::ProgramNotFound {
-                program: program.clone(),
-                source,
-            },
-            io::ErrorKind::PermissionDenied => BaseBackupError::ProgramNotExecutable {
-                program: program.clone(),
-                source,
-            },
-            _ => BaseBackupError::Spawn {
-                program: program.clone(),
-                source,
-            },
-        })
+        .process_group(0);
+    // Only stdin, stdout and stderr, whatever pgbak's caller passed in.
+    // SAFETY: the closure makes one system call, close_range(2), and allocates nothing.
+    unsafe {
+        command.pre_exec(crate::effects::script::inherit_only_standard_descriptors);
+    }
+    command.spawn().map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => BaseBackupError::ProgramNotFound {
+            program: program.clone(),
+            source,
+        },
+        io::ErrorKind::PermissionDenied => BaseBackupError::ProgramNotExecutable {
+            program: program.clone(),
+            source,
+        },
+        _ => BaseBackupError::Spawn {
+            program: program.clone(),
+            source,
+        },
+    })
 }
 
 /// The child's pid, which is also its process group id (`process_group(0)`). Linux pids are

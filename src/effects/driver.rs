@@ -1,5 +1,5 @@
 //! The sync loop: carries out the pure machine's actions on the world (S-3.2, S-5, S-6.1,
-//! S-6.2, S-6.5).
+//! S-6.2, S-6.5, S-6.6).
 //!
 //! Owns: [`run_sync`] (what `pgbak sync`, `force-sync` and the background sync run),
 //! [`SyncOptions`] and [`SyncEnded`]. It follows `machine::simulation::World::drive_sync`, the
@@ -11,7 +11,9 @@
 //! 2. Open the journal. A session left open by a sync that died (we hold the lock, so it is
 //!    dead) is closed with `SyncAbandoned`, which records its running work as failed (S-4.5);
 //!    then `SyncStarted`.
-//! 3. Loop: catch up with the journal (new WAL from `pgbak wal`), record the outcome of every
+//! 3. Loop: check that `$PGBAK` and `pgbak.lock` are still the directory and file this sync
+//!    holds (device and inode, S-6.6; otherwise stop the children, log one line and fail:
+//!    another sync may already hold the lock on the new file), catch up with the journal (new WAL from `pgbak wal`), record the outcome of every
 //!    child that ended, ask `next_actions(state, now, policy)`, and carry out its actions,
 //!    each with its intent recorded before the effect and its outcome after (S-3.2):
 //!    `RemoveFailedDirectory` → remove, `DirectoryRemoved`; `PointCurrentLinkAt` → switch,
@@ -21,7 +23,9 @@
 //!    run at the same time (S-5.5). With nothing to start, sleep until the plan's `wake_at`,
 //!    but at most [`POLL_INTERVAL`]: that is how soon a finished child, a stop signal or new
 //!    WAL is noticed. There is no other sleep: every wait (backoffs, the script timeout, the
-//!    next base backup) is the machine's decision (S-6.5).
+//!    next base backup) is the machine's decision (S-6.5). Every `now` comes from one
+//!    [`SessionClock`] (wall time at start plus monotonic time since), so a clock step neither
+//!    stalls a backoff nor ends a script's timeout early.
 //! 4. When the plan is finished (nothing pending, due, running or being retried, S-6.2), record
 //!    `SyncStopped{Finished}`, release the lock, and look at the journal once more: a `pgbak
 //!    wal` that recorded a file just before the release saw the lock held and started no sync,
@@ -57,10 +61,10 @@ use crate::effects::base_progress::ProgressFile;
 use crate::effects::config::Config;
 use crate::effects::durable;
 use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal, now};
-use crate::effects::lock::{LockKind, LockRange, Wait};
+use crate::effects::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
+use crate::effects::lock::{LockGuard, LockKind, LockRange, Wait};
 use crate::effects::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
-use crate::effects::sync_process::{self, StopSignals, SyncLog};
+use crate::effects::sync_process::{self, SessionClock, StopSignals, SyncLog};
 use crate::effects::tree_scan::WAL_DIRECTORY_NAME;
 use crate::journal::JournalError;
 use crate::machine::{
@@ -131,6 +135,7 @@ pub fn run_sync_with_signals(
     signals: &StopSignals,
 ) -> anyhow::Result<SyncEnded> {
     let policy = config.machine_policy();
+    let clock = SessionClock::start();
     let mut round_options = options;
     let mut first_round = true;
     loop {
@@ -153,7 +158,7 @@ pub fn run_sync_with_signals(
             }
         };
         let log = Arc::new(SyncLog::open(home, !options.background));
-        let journal = match journal_file::open_journal(home, now()) {
+        let journal = match journal_file::open_journal(home, clock.now()) {
             Ok(journal) => journal,
             Err(error) => {
                 log.error(&format!("{error:#}"));
@@ -169,6 +174,8 @@ pub fn run_sync_with_signals(
             log: Arc::clone(&log),
             journal,
             signals,
+            clock,
+            sync_lock: &sync_lock,
             script: None,
             base_backup: None,
             deferred: Vec::new(),
@@ -184,7 +191,7 @@ pub fn run_sync_with_signals(
             // Asked to stop just as the work finished: the next sync takes what came since.
             return Ok(SyncEnded::Finished);
         }
-        let at = now();
+        let at = clock.now();
         refresh_journal(home, &mut journal, at, &log)?;
         if next_actions(journal.journal.state(), at, &policy).finished {
             return Ok(SyncEnded::Finished);
@@ -279,6 +286,10 @@ struct Session<'a> {
     log: Arc<SyncLog>,
     journal: OpenedJournal,
     signals: &'a StopSignals,
+    /// The one clock every fact and decision of this sync is timed with (S-6.5).
+    clock: SessionClock,
+    /// The sync lock this session holds, on the file it compares with `pgbak.lock` (S-6.6).
+    sync_lock: &'a LockGuard,
     /// The running script, exactly while the state shows it running.
     script: Option<ScriptProcess>,
     /// The running base backup and its directory, exactly while the state shows it running.
@@ -306,14 +317,30 @@ impl Session<'_> {
         }
     }
 
+    fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    /// S-6.6: the lock this sync holds and the journal it writes must still be
+    /// `$PGBAK/pgbak.lock` in `$PGBAK`. If not, the error ends the session (see
+    /// [`Self::stop_after_error`]): its children are stopped, so they never overlap the runs
+    /// of a sync that locked the new file.
+    fn check_still_same(&self) -> anyhow::Result<()> {
+        self.sync_lock.check_still_same()?;
+        self.journal.lock_file.check_still_same()?;
+        Ok(())
+    }
+
     fn run_loop(&mut self) -> anyhow::Result<SyncEnded> {
-        refresh_journal(self.home, &mut self.journal, now(), &self.log)?;
+        self.check_still_same()?;
+        refresh_journal(self.home, &mut self.journal, self.clock.now(), &self.log)?;
         self.begin()?;
         loop {
             if let Some(signal) = self.signals.received() {
                 return self.interrupt(signal);
             }
-            if refresh_journal(self.home, &mut self.journal, now(), &self.log)?
+            self.check_still_same()?;
+            if refresh_journal(self.home, &mut self.journal, self.clock.now(), &self.log)?
                 == Freshness::Replaced
             {
                 self.start_over()?;
@@ -321,7 +348,7 @@ impl Session<'_> {
             }
             self.collect_outcomes()?;
             self.observe_current_link()?;
-            let at = now();
+            let at = self.now();
             let plan = next_actions(self.state(), at, &self.policy);
             let mut acted = false;
             for action in &plan.actions {
@@ -335,7 +362,7 @@ impl Session<'_> {
                 self.record(vec![Event::SyncStopped {
                     pid: self.pid,
                     reason: SyncStopReason::Finished,
-                    at: now(),
+                    at: self.now(),
                 }])?;
                 return Ok(SyncEnded::Finished);
             }
@@ -360,15 +387,16 @@ impl Session<'_> {
             "{} does not point at {recorded} as recorded: pointing it back",
             self.home.current_link_path().display()
         ));
+        let at = self.now();
         self.record(vec![Event::CurrentLinkObserved {
             directory: on_disk,
-            at: now(),
+            at,
         }])
     }
 
     /// `SyncAbandoned` for a dead predecessor's session, then `SyncStarted`, in one append.
     fn begin(&mut self) -> anyhow::Result<()> {
-        let at = now();
+        let at = self.now();
         let mut events = Vec::new();
         if let Some(stale) = self.state().sync {
             self.log.note(&format!(
@@ -414,7 +442,7 @@ impl Session<'_> {
             self.script = None;
             // The script exited; a crash here leaves its intent without an outcome.
             crate::failpoint::fail_point("sync-after-script-exit");
-            let at = now();
+            let at = self.now();
             self.record(vec![match outcome {
                 ScriptOutcome::Succeeded => Event::ScriptSucceeded { directory, at },
                 ScriptOutcome::Failed { output } => Event::ScriptFailed {
@@ -429,7 +457,8 @@ impl Session<'_> {
                 Some(result) => {
                     let directory = running.directory;
                     self.base_backup = None;
-                    self.record(vec![base_backup_outcome(directory, result)])?;
+                    let event = base_backup_outcome(directory, result, self.now());
+                    self.record(vec![event])?;
                 }
                 None => running.report_progress(&self.log),
             }
@@ -453,7 +482,7 @@ impl Session<'_> {
                 match base_backup::remove_failed_directory(self.home, *directory) {
                     Ok(()) => self.record(vec![Event::DirectoryRemoved {
                         directory: *directory,
-                        at: now(),
+                        at: self.now(),
                     }])?,
                     Err(error) => {
                         self.defer(
@@ -468,7 +497,7 @@ impl Session<'_> {
                 match base_backup::point_current_link_at(self.home, *directory) {
                     Ok(()) => self.record(vec![Event::CurrentLinkSwitched {
                         directory: *directory,
-                        at: now(),
+                        at: self.now(),
                     }])?,
                     Err(error) => {
                         self.defer(action, &format!("pointing current at {directory}: {error}"));
@@ -500,7 +529,7 @@ impl Session<'_> {
                 self.record(vec![Event::ScriptFailed {
                     directory: *directory,
                     output,
-                    at: now(),
+                    at: self.now(),
                 }])?;
             }
         }
@@ -528,7 +557,7 @@ impl Session<'_> {
         if open_directory {
             self.record(vec![Event::DirectoryOpened {
                 directory,
-                at: now(),
+                at: self.now(),
             }])?;
         }
         let path = self.home.directory_path(directory);
@@ -536,7 +565,7 @@ impl Session<'_> {
             .and_then(|_| durable::create_private_directory(&path.join(WAL_DIRECTORY_NAME)));
         self.record(vec![Event::BaseBackupStarted {
             directory,
-            at: now(),
+            at: self.now(),
         }])?;
         crate::failpoint::fail_point("sync-after-base-intent");
         let started = match prepared {
@@ -572,7 +601,7 @@ impl Session<'_> {
                 self.record(vec![Event::BaseBackupFailed {
                     directory,
                     output: message,
-                    at: now(),
+                    at: self.now(),
                 }])?;
             }
         }
@@ -591,7 +620,7 @@ impl Session<'_> {
             directory,
             current_timestamp,
             through_version,
-            at: now(),
+            at: self.now(),
         }])?;
         crate::failpoint::fail_point("sync-after-script-intent");
         match ScriptProcess::start(
@@ -607,7 +636,7 @@ impl Session<'_> {
                 self.record(vec![Event::ScriptFailed {
                     directory,
                     output: message,
-                    at: now(),
+                    at: self.now(),
                 }])?;
             }
         }
@@ -641,11 +670,11 @@ impl Session<'_> {
         }) = self.base_backup.take()
         {
             let event = match run.try_finish() {
-                Some(result) => base_backup_outcome(directory, result),
+                Some(result) => base_backup_outcome(directory, result, self.now()),
                 None => Event::BaseBackupFailed {
                     directory,
                     output: failure_output(&run.stop(), reason),
-                    at: now(),
+                    at: self.now(),
                 },
             };
             events.push(event);
@@ -655,7 +684,7 @@ impl Session<'_> {
             events.push(Event::ScriptFailed {
                 directory,
                 output: script.stop(reason),
-                at: now(),
+                at: self.now(),
             });
         }
         events
@@ -669,7 +698,7 @@ impl Session<'_> {
         events.push(Event::SyncStopped {
             pid: self.pid,
             reason: SyncStopReason::Interrupted,
-            at: now(),
+            at: self.now(),
         });
         self.record(events)?;
         Ok(SyncEnded::Interrupted { signal })
@@ -697,7 +726,7 @@ impl Session<'_> {
             events.push(Event::SyncStopped {
                 pid: self.pid,
                 reason: SyncStopReason::Error { message },
-                at: now(),
+                at: self.now(),
             });
         }
         if !events.is_empty()
@@ -711,7 +740,7 @@ impl Session<'_> {
 
     /// Appends facts durably (one append, one fsync), then logs them.
     fn record(&mut self, events: Vec<Event>) -> anyhow::Result<()> {
-        self.journal.append(&events, now())?;
+        self.journal.append(&events, self.now())?;
         for event in &events {
             self.log.event(event);
         }
@@ -720,22 +749,26 @@ impl Session<'_> {
 }
 
 /// The fact for a finished base backup run.
-fn base_backup_outcome(directory: DirectoryName, result: Result<u64, String>) -> Event {
+fn base_backup_outcome(
+    directory: DirectoryName,
+    result: Result<u64, String>,
+    at: UnixMillis,
+) -> Event {
     match result {
         Ok(base_bytes) => Event::BaseBackupFinished {
             directory,
             base_bytes,
-            at: now(),
+            at,
         },
         Err(output) if server_unreachable(&output) => Event::BaseBackupServerUnreachable {
             directory,
             output,
-            at: now(),
+            at,
         },
         Err(output) => Event::BaseBackupFailed {
             directory,
             output,
-            at: now(),
+            at,
         },
     }
 }

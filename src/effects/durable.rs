@@ -53,8 +53,10 @@ pub enum DirectoryCreation {
 }
 
 /// `mkdir` with mode 0700 whatever the umask (S-1.3), then fsync the parent so the new entry
-/// is durable. An existing directory (or symlink to one) is accepted and left unchanged;
-/// anything else under the name is an `AlreadyExists` error.
+/// is durable. An existing directory (or symlink to one) is accepted and left unchanged, and
+/// its parent is fsynced all the same: a crash between another process's `mkdir` and its
+/// fsync leaves an entry that exists now but may not survive the next crash, and "already
+/// there" must mean "durably there". Anything else under the name is an `AlreadyExists` error.
 pub fn create_private_directory(path: &Path) -> io::Result<DirectoryCreation> {
     match std::fs::DirBuilder::new()
         .mode(PRIVATE_DIRECTORY_MODE)
@@ -65,6 +67,7 @@ pub fn create_private_directory(path: &Path) -> io::Result<DirectoryCreation> {
             let metadata =
                 std::fs::metadata(path).map_err(|source| annotate_io(source, "stat", path))?;
             if metadata.is_dir() {
+                fsync_directory(&parent_of(path))?;
                 return Ok(DirectoryCreation::AlreadyPresent);
             }
             return Err(io::Error::new(

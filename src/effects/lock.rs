@@ -32,10 +32,14 @@
 //!   guard would release both; refusing the second ([`LockError::AlreadyHeld`]) keeps "holding a
 //!   guard" equal to "holding the lock".
 //! - Every wait is bounded unless the caller asks for [`Wait::Forever`].
+//! - A [`LockFile`] remembers the directory it was opened in (an `O_PATH` descriptor), so
+//!   [`LockFile::check_still_same`] can tell whether `$PGBAK` and `pgbak.lock` are still the
+//!   directory and file this process holds (S-6.6): a lock on a file that was replaced, deleted
+//!   or unmounted under it excludes nobody, and a journal there records into the void.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -154,6 +158,19 @@ pub enum LockError {
     #[error("lock file {}: waiting for the {range} was interrupted by a signal", .path.display())]
     Interrupted { path: PathBuf, range: LockRange },
 
+    /// S-6.6: the path no longer leads to what this process opened (moved, replaced, deleted,
+    /// unmounted). Continuing would let a second sync run next to this one, or record into a
+    /// journal nobody reads.
+    #[error(
+        "{} is no longer the {what} this process opened ({change})",
+        .path.display()
+    )]
+    NotTheSame {
+        path: PathBuf,
+        what: &'static str,
+        change: String,
+    },
+
     #[error("lock file {}: {operation} on the {range} failed: {errno}", .path.display())]
     System {
         path: PathBuf,
@@ -191,6 +208,12 @@ impl OperatorHint for LockError {
                 Some("please report this bug; running the command again is safe".into())
             }
             LockError::Interrupted { .. } => None,
+            LockError::NotTheSame { .. } => Some(
+                "PGBAK or its pgbak.lock was moved, replaced, deleted or unmounted while pgbak \
+                 ran (pgbak never does that itself); put it back where PGBAK points (remount \
+                 it): PostgreSQL retries the archiving, and pgbak sync resumes the rest"
+                    .into(),
+            ),
             LockError::System {
                 errno: Errno::EINVAL,
                 ..
@@ -215,7 +238,55 @@ impl OperatorHint for LockError {
 struct Shared {
     file: File,
     path: PathBuf,
+    /// The directory the file was opened in (`O_PATH`): held, so its identity cannot be
+    /// reused by a new directory while this process compares against it.
+    directory: OwnedFd,
+    directory_path: PathBuf,
     held: [AtomicBool; 2],
+}
+
+/// Device and inode: what "the same file" means (S-6.6).
+fn identity(metadata: &nix::sys::stat::FileStat) -> (u64, u64) {
+    (metadata.st_dev, metadata.st_ino)
+}
+
+impl Shared {
+    /// S-6.6: compares the held directory and file (`fstat`) with what their paths lead to
+    /// now (`stat`). Only a mismatch or a missing path is an error; a `stat` that fails for
+    /// another reason (EACCES, EIO) is reported the same way, since the path cannot be
+    /// trusted either.
+    fn check_still_same(&self) -> Result<(), LockError> {
+        let compare = |held: Result<nix::sys::stat::FileStat, Errno>,
+                       path: &Path,
+                       what: &'static str|
+         -> Result<(), LockError> {
+            let not_the_same = |change: String| LockError::NotTheSame {
+                path: path.to_path_buf(),
+                what,
+                change,
+            };
+            let held = held.map_err(|errno| not_the_same(format!("fstat failed: {errno}")))?;
+            match nix::sys::stat::stat(path) {
+                Ok(now) if identity(&now) == identity(&held) => Ok(()),
+                Ok(now) => Err(not_the_same(format!(
+                    "device {} inode {} then, device {} inode {} now",
+                    held.st_dev, held.st_ino, now.st_dev, now.st_ino
+                ))),
+                Err(Errno::ENOENT) => Err(not_the_same("it is gone".into())),
+                Err(errno) => Err(not_the_same(format!("stat failed: {errno}"))),
+            }
+        };
+        compare(
+            nix::sys::stat::fstat(self.directory.as_fd()),
+            &self.directory_path,
+            "directory",
+        )?;
+        compare(
+            nix::sys::stat::fstat(self.file.as_fd()),
+            &self.path,
+            "lock file",
+        )
+    }
 }
 
 /// One open file description of `$PGBAK/pgbak.lock`. Cheap to keep open for a process's
@@ -233,6 +304,20 @@ impl LockFile {
             path: path.to_path_buf(),
             source,
         };
+        let directory_path = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        // Opened before the file, so a directory swapped in between is caught by the first
+        // check rather than taken for the original.
+        let directory = nix::fcntl::open(
+            &directory_path,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|errno| open_error(io::Error::from(errno)))?;
         let options = |create_new: bool| {
             let mut options = std::fs::OpenOptions::new();
             // std opens every file with O_CLOEXEC; saying it again documents S-3.5 where it
@@ -252,11 +337,7 @@ impl LockFile {
                 created
                     .set_permissions(std::fs::Permissions::from_mode(LOCK_FILE_MODE))
                     .map_err(open_error)?;
-                let directory = match path.parent() {
-                    Some(parent) if !parent.as_os_str().is_empty() => parent,
-                    _ => Path::new("."),
-                };
-                crate::effects::durable::fsync_directory(directory).map_err(open_error)?;
+                crate::effects::durable::fsync_directory(&directory_path).map_err(open_error)?;
                 created
             }
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
@@ -268,6 +349,8 @@ impl LockFile {
             shared: Arc::new(Shared {
                 file,
                 path: path.to_path_buf(),
+                directory,
+                directory_path,
                 held: [AtomicBool::new(false), AtomicBool::new(false)],
             }),
         })
@@ -280,6 +363,13 @@ impl LockFile {
 
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// S-6.6: whether the lock file's directory (`$PGBAK`) and the lock file itself are still
+    /// what their paths lead to (device and inode). [`LockError::NotTheSame`] if not: the
+    /// caller must stop instead of acting (a sync) or acknowledging (`wal`).
+    pub fn check_still_same(&self) -> Result<(), LockError> {
+        self.shared.check_still_same()
     }
 
     /// Takes `range` as `kind`, waiting as `wait` says. A conflicting lock still there at the
@@ -430,6 +520,11 @@ impl LockGuard {
 
     pub fn kind(&self) -> LockKind {
         self.kind
+    }
+
+    /// [`LockFile::check_still_same`] for the file this guard locks.
+    pub fn check_still_same(&self) -> Result<(), LockError> {
+        self.shared.check_still_same()
     }
 }
 
@@ -732,6 +827,65 @@ mod tests {
             "descriptor {} leaked: {listing}",
             lock_file.file().as_raw_fd()
         );
+    }
+
+    #[test]
+    fn a_replaced_lock_file_or_a_moved_directory_is_noticed_by_its_holder() {
+        let scratch = ScratchLockFile::new("same");
+        let lock_file = LockFile::open(&scratch.path).unwrap();
+        let guard = lock_file
+            .lock(LockRange::Sync, LockKind::Exclusive, Wait::No)
+            .unwrap();
+        lock_file.check_still_same().unwrap();
+        guard.check_still_same().unwrap();
+
+        // A copy renamed over the file: same path, another inode.
+        let copy = scratch.directory.join("copy");
+        std::fs::copy(&scratch.path, &copy).unwrap();
+        std::fs::rename(&copy, &scratch.path).unwrap();
+        let error = guard.check_still_same().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                LockError::NotTheSame {
+                    what: "lock file",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("is no longer the lock file this process opened")
+        );
+        assert!(
+            error
+                .hint()
+                .unwrap()
+                .contains("moved, replaced, deleted or unmounted")
+        );
+
+        // The directory moved away: its path is gone.
+        let moved = LockFile::open(&scratch.path).unwrap();
+        moved.check_still_same().unwrap();
+        let away = scratch.directory.with_extension("away");
+        std::fs::rename(&scratch.directory, &away).unwrap();
+        let error = moved.check_still_same().unwrap_err();
+        std::fs::rename(&away, &scratch.directory).unwrap();
+        assert!(
+            matches!(
+                error,
+                LockError::NotTheSame {
+                    what: "directory",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("it is gone"), "{error}");
+        // Back in place, it is the same directory and file again.
+        moved.check_still_same().unwrap();
     }
 
     #[test]

@@ -30,8 +30,9 @@
 //!
 //! Invariants: starting never panics: a missing, non-executable or unrunnable script is an
 //! `Err` with a message for the journal (S-5.3: a failure like any other, retried with
-//! backoff). Every descriptor pgbak opens is `O_CLOEXEC`, so the script inherits none of them
-//! besides its three standard descriptors (S-3.5: no lock is inherited). Waiting for the drain thread is
+//! backoff). Every child inherits only its three standard descriptors: pgbak opens everything
+//! `O_CLOEXEC` (S-3.5: no lock is inherited), and whatever pgbak's own caller passed in is
+//! marked close-on-exec in the child ([`inherit_only_standard_descriptors`]). Waiting for the drain thread is
 //! bounded ([`DRAIN_WAIT`]): a grandchild that escaped the group with the pipe cannot hang the
 //! sync.
 
@@ -175,6 +176,10 @@ impl ChildGroup {
             .stdout(Stdio::from(writer.try_clone()?))
             .stderr(Stdio::from(writer))
             .process_group(0);
+        // SAFETY: the closure makes one system call, close_range(2), and allocates nothing.
+        unsafe {
+            command.pre_exec(inherit_only_standard_descriptors);
+        }
         let spawned = command.spawn();
         // The parent's copies of the pipe's write end live in `command`; closing them now means
         // the drain thread sees end-of-file as soon as the child's group is gone.
@@ -537,6 +542,27 @@ impl ScriptProcess {
         let (_, tail) = self.group.stop(STOP_GRACE);
         failure_output(&tail, reason)
     }
+}
+
+/// In a forked child before exec: every descriptor above stderr is marked close-on-exec, so
+/// the child inherits only stdin, stdout and stderr. pgbak's own descriptors are `O_CLOEXEC`
+/// already, but a foreground `pgbak sync` may have been given others by its caller (a shell's
+/// `exec 251<file`, a terminal multiplexer, a service manager's sockets), and a script holding
+/// one keeps a pipe open or a file busy long after pgbak is gone. Marking instead of closing
+/// keeps std's own exec-error pipe working. Kernels before 5.11 reject the flag: then the
+/// descriptors stay as the caller left them, as with every older tool.
+pub fn inherit_only_standard_descriptors() -> io::Result<()> {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
+    // touches no memory.
+    let _ = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3 as nix::libc::c_uint,
+            nix::libc::c_uint::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Ok(())
 }
 
 /// The one line for a script that could not be started (here, or in the guardian).

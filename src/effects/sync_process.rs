@@ -1,6 +1,7 @@
 //! The sync process's own resources: the sync lock, the stop signals and the sync log.
 //!
-//! Owns: [`SyncLog`] (`$PGBAK/sync.log`), [`StopSignals`] (SIGTERM, SIGINT and SIGHUP ask the
+//! Owns: [`SyncLog`] (`$PGBAK/sync.log`), [`SessionClock`] (the sync's one clock, S-6.5),
+//! [`StopSignals`] (SIGTERM, SIGINT and SIGHUP ask the
 //! sync to stop cleanly, S-6.1) and the sync-lock helpers ([`try_take_sync_lock`],
 //! [`wait_for_sync_lock`]). Starting the background sync is `pgbak wal`'s
 //! (`commands::wal::start_background_sync`, S-2.8).
@@ -35,6 +36,10 @@
 //! journal is the record. A log that cannot be written never stops the sync; the first failure
 //! is reported on stderr.
 //!
+//! A new `sync.log` (first run, or after rotation) is followed by an fsync of `$PGBAK`, like
+//! every entry pgbak creates there: the log's lines are not fsynced (they are a diagnostic
+//! copy of what the journal holds durably), but its name must not vanish in a crash.
+//!
 //! Invariants: the signal handler only stores the signal number in an atomic (async-signal
 //! safe); it is installed without `SA_RESTART`, so a blocking wait for the sync lock
 //! (`F_OFD_SETLKW`) returns `EINTR` and the caller can stop instead of blocking on. Every
@@ -51,6 +56,37 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Instant;
+
+use crate::timestamp::UnixMillis;
+
+/// The sync's one clock (S-6.5): the wall clock read once when the sync starts, plus the
+/// monotonic time elapsed since. Every fact the sync records and every `now` the machine
+/// decides with come from here, so within a sync `now` never steps: a wall clock set back a
+/// day neither makes a backoff last a day, nor does one set forward kill a running script at
+/// once for a timeout it never reached. NTP's gradual slewing still reaches it (the monotonic
+/// clock is slewed too); only steps are ignored until the next sync reads the wall clock again.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionClock {
+    wall_at_start: UnixMillis,
+    started: Instant,
+}
+
+impl SessionClock {
+    /// Reads the wall clock (the one in [`journal_file::now`]) once.
+    pub fn start() -> SessionClock {
+        SessionClock {
+            wall_at_start: journal_file::now(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The wall time at start plus the monotonic time since: never steps, never goes back.
+    pub fn now(&self) -> UnixMillis {
+        let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.wall_at_start.plus_millis(elapsed_ms)
+    }
+}
 
 /// The sync log's name inside `$PGBAK`.
 pub const SYNC_LOG_FILE_NAME: &str = "sync.log";
@@ -164,17 +200,24 @@ impl SyncLog {
 
 impl LogFile {
     fn reopen(&mut self) {
-        let opened = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(SYNC_LOG_MODE)
-            .open(&self.path)
-            .and_then(|file| {
-                // The umask may have narrowed the mode; S-1.3 wants exactly 0600.
-                file.set_permissions(std::fs::Permissions::from_mode(SYNC_LOG_MODE))?;
-                let bytes = file.metadata()?.len();
-                Ok((file, bytes))
-            });
+        let open = |create_new: bool| {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create_new(create_new)
+                .mode(SYNC_LOG_MODE)
+                .open(&self.path)
+        };
+        let opened = match open(true) {
+            Ok(file) => self.directory_fsynced().map(|()| file),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => open(false),
+            Err(error) => Err(error),
+        }
+        .and_then(|file| {
+            // The umask may have narrowed the mode; S-1.3 wants exactly 0600.
+            file.set_permissions(std::fs::Permissions::from_mode(SYNC_LOG_MODE))?;
+            let bytes = file.metadata()?.len();
+            Ok((file, bytes))
+        });
         match opened {
             Ok((file, bytes)) => {
                 self.file = Some(file);
@@ -184,6 +227,14 @@ impl LogFile {
                 self.file = None;
                 self.report_failure("cannot be opened", &error);
             }
+        }
+    }
+
+    /// Makes a new log's name (and a rotation's rename) durable: `$PGBAK` is fsynced.
+    fn directory_fsynced(&self) -> io::Result<()> {
+        match self.path.parent() {
+            Some(directory) => crate::effects::durable::fsync_directory(directory),
+            None => Ok(()),
         }
     }
 

@@ -870,6 +870,11 @@ impl Store<'_> {
             return Ok(Decision::NoDirectory(targets.directories));
         }
         crate::failpoint::fail_point("wal-before-journal");
+        // S-6.6: the record is the ack; never into a journal that `$PGBAK` no longer holds.
+        opened
+            .lock_file
+            .check_still_same()
+            .map_err(|error| HoldError::Failed(anyhow::Error::new(error)))?;
         let mut events = Vec::new();
         if let Some(system_identifier) = self.system_identifier
             && state.system_identifier.is_none()

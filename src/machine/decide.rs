@@ -107,24 +107,46 @@ fn base_backup_ages_out_at(state: &State, policy: &Policy) -> Option<UnixMillis>
     )
 }
 
-/// Whether a retry must still wait for its backoff after `failures` consecutive failures (the
-/// last one `last_failure`); if so, the retry time is noted in `wake`.
+/// When the retry after `failures` consecutive failures (the last one `last_failure`) is due,
+/// or `None` when nothing failed. Also what `status` shows as the next retry.
+///
+/// S-6.5: a failure recorded later than `now` means the wall clock stepped back since; its
+/// retry time is clamped to `session_started_at` (or `now` outside a session) plus the
+/// backoff's maximum, so the step never stalls the retry for as long as the step. The anchor
+/// is the session's start, not `now`, so the clamped time stays put as `now` advances.
+pub fn retry_due_at(
+    failures: u32,
+    last_failure: Option<&Failure>,
+    backoff: Backoff,
+    now: UnixMillis,
+    session_started_at: Option<UnixMillis>,
+) -> Option<UnixMillis> {
+    let failure = last_failure.filter(|_| failures > 0)?;
+    let retry_at = failure.at.plus_millis(backoff.delay_ms(failures));
+    if failure.at <= now {
+        return Some(retry_at);
+    }
+    let anchor = session_started_at.filter(|at| *at <= now).unwrap_or(now);
+    Some(retry_at.min(anchor.plus_millis(backoff.max_ms)))
+}
+
+/// Whether a retry must still wait for its backoff ([`retry_due_at`]); if so, the retry time
+/// is noted in `wake`.
 fn backing_off(
     failures: u32,
     last_failure: Option<&Failure>,
     backoff: Backoff,
     now: UnixMillis,
+    session_started_at: Option<UnixMillis>,
     wake: &mut Wake,
 ) -> bool {
-    let Some(failure) = last_failure.filter(|_| failures > 0) else {
-        return false;
-    };
-    let retry_at = failure.at.plus_millis(backoff.delay_ms(failures));
-    if now < retry_at {
-        wake.at(retry_at);
-        return true;
+    match retry_due_at(failures, last_failure, backoff, now, session_started_at) {
+        Some(retry_at) if now < retry_at => {
+            wake.at(retry_at);
+            true
+        }
+        _ => false,
     }
-    false
 }
 
 #[derive(Default)]
@@ -215,6 +237,7 @@ fn decide_base_backup(
         failure,
         policy.base_retry,
         now,
+        state.sync.map(|session| session.started_at),
         wake,
     ) {
         return;
@@ -284,6 +307,7 @@ fn decide_script(
         failure,
         policy.script_retry,
         now,
+        state.sync.map(|session| session.started_at),
         wake,
     ) {
         return;

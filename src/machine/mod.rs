@@ -34,7 +34,9 @@ pub mod transition;
 mod tests;
 
 pub use action::{Action, Plan, StopScriptReason};
-pub use decide::{ArchiveTargets, BaseBackupDue, archive_targets, base_backup_due, next_actions};
+pub use decide::{
+    ArchiveTargets, BaseBackupDue, archive_targets, base_backup_due, next_actions, retry_due_at,
+};
 pub use event::{Event, EventKind, SyncStopReason};
 pub use policy::{Backoff, Policy};
 pub use rebuild::{ScannedDirectory, TreeScan};
