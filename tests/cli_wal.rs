@@ -13,7 +13,7 @@ use pgbak::machine::Event;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -1041,4 +1041,222 @@ fn is_running(pid: u32) -> bool {
             .is_some_and(|state| state != "Z"),
         Err(_) => false,
     }
+}
+
+/// Runs `pgbak wal PATH` but gives up after `limit`: a call that blocks is killed and reported.
+fn wal_within(pgbak: &Path, source: &Path, limit: std::time::Duration) -> Output {
+    let mut child = pgbak_command(pgbak)
+        .arg("wal")
+        .arg(source)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pgbak wal {} still runs after {limit:?}", source.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_fifo_under_the_archived_name_is_refused_at_once_and_left_alone() {
+    let scratch = Scratch::new("fifo-target");
+    let pgbak = scratch.pgbak();
+    let source = scratch.source_directory();
+    let path = write_source(&source, &segment_name(7), &segment_bytes(7, SEGMENT_BYTES));
+    assert_success(&wal(&pgbak, &path));
+    let stored = the_backup_directory(&pgbak).join(format!("pg_wal/{}.zst", segment_name(7)));
+    fs::remove_file(&stored).unwrap();
+    let made = Command::new("mkfifo").arg(&stored).status().unwrap();
+    assert!(made.success());
+
+    // Opening a FIFO for reading blocks until a writer comes: the comparison must not.
+    let output = wal_within(&pgbak, &path, std::time::Duration::from_secs(20));
+    let stderr = assert_refused(&output);
+    assert!(stderr.contains("FIFO"), "{stderr}");
+    assert!(fs::symlink_metadata(&stored).unwrap().file_type().is_fifo());
+}
+
+/// `pgbak wal` on a fresh `$PGBAK` under `/usr/bin/time -v`: its peak resident set in KiB, or
+/// `None` when GNU time is missing.
+fn peak_rss_of_one_call_kib(label: &str, segment_bytes_count: usize) -> Option<u64> {
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        eprintln!("skipped: /usr/bin/time is missing (Debian package `time`)");
+        return None;
+    }
+    let scratch = Scratch::new(label);
+    let pgbak = scratch.pgbak();
+    let source = scratch.source_directory();
+    let bytes = segment_bytes(1, segment_bytes_count);
+    let path = write_source(&source, &segment_name(1), &bytes);
+    drop(bytes);
+    let output = Command::new(time)
+        .arg("-v")
+        .arg(env!("CARGO_BIN_EXE_pgbak"))
+        .arg("wal")
+        .arg(&path)
+        .env("PGBAK", &pgbak)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&output);
+    assert!(output.status.success(), "{stderr}");
+    let peak_kib = stderr
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in: {stderr}"));
+    Some(peak_kib)
+}
+
+#[test]
+fn one_call_on_a_256_mib_segment_stays_under_64_mib_of_resident_memory() {
+    // Memory is bounded whatever the segment size (up to 1 GiB, S-2.1): the input is read and
+    // compressed a window at a time, never held whole.
+    const LIMIT_KIB: u64 = 64 << 10;
+    if let Some(peak_kib) = peak_rss_of_one_call_kib("rss-256", 256 << 20) {
+        eprintln!("peak RSS of one wal call on a 256 MiB segment: {peak_kib} KiB");
+        assert!(peak_kib <= LIMIT_KIB, "{peak_kib} KiB > {LIMIT_KIB} KiB");
+    }
+}
+
+/// `zstd -q -c` of `bytes` through the CLI: one frame.
+fn zstd_cli_frame(bytes: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("zstd")
+        .args(["-q", "-c", "-1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the zstd CLI is installed (apt-get install zstd)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(output.status.success());
+    output.stdout
+}
+
+#[test]
+fn a_stored_file_of_several_zstd_frames_is_compared_whole() {
+    // S-2.2: a stored file may hold several frames one after the other; the duplicate
+    // comparison reads all of them.
+    let scratch = Scratch::new("multi-frame");
+    let pgbak = scratch.pgbak();
+    let source = scratch.source_directory();
+    let bytes = segment_bytes(8, SEGMENT_BYTES);
+    let path = write_source(&source, &segment_name(8), &bytes);
+    assert_success(&wal(&pgbak, &path));
+    let stored = the_backup_directory(&pgbak).join(format!("pg_wal/{}.zst", segment_name(8)));
+    let half = SEGMENT_BYTES / 2;
+    let replace_with_frames = |frames: &[&[u8]]| {
+        let mut file = Vec::new();
+        for frame in frames {
+            file.extend_from_slice(&zstd_cli_frame(frame));
+        }
+        fs::remove_file(&stored).unwrap();
+        fs::write(&stored, &file).unwrap();
+    };
+
+    replace_with_frames(&[&bytes[..half], &bytes[half..]]);
+    assert_zstd_cli_restores(&stored, &bytes);
+    let again = wal(&pgbak, &path);
+    assert_success(&again);
+    let archived = wal_archived(&journal_events(&pgbak));
+    assert_eq!(archived.last(), Some(&(segment_name(8), true, 1)));
+
+    let mut other = bytes.clone();
+    other[half + 12345] ^= 1;
+    replace_with_frames(&[&bytes[..half], &other[half..]]);
+    let stderr = assert_refused(&wal(&pgbak, &path));
+    assert!(
+        stderr.contains("already exists and holds different content"),
+        "{stderr}"
+    );
+    // A first frame alone is not the whole file.
+    replace_with_frames(&[&bytes[..half]]);
+    let stderr = assert_refused(&wal(&pgbak, &path));
+    assert!(stderr.contains("already exists and holds"), "{stderr}");
+}
+
+fn status_json(pgbak: &Path) -> serde_json::Value {
+    let status = pgbak_command(pgbak)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert_success(&status);
+    serde_json::from_slice(&status.stdout).unwrap()
+}
+
+#[test]
+fn rejected_copies_are_kept_once_each_up_to_the_cap_and_status_reports_them() {
+    let scratch = Scratch::new("conflict-cap");
+    let pgbak = scratch.pgbak();
+    let set_cap = |max_bytes: u64| {
+        fs::write(
+            pgbak.join("config.toml"),
+            format!("[sync]\nautostart = false\n\n[wal]\nconflicts_max_bytes = {max_bytes}\n"),
+        )
+        .unwrap();
+    };
+    set_cap(1000);
+    let source = scratch.source_directory();
+    let name = "00000002.history";
+    let path = write_source(
+        &source,
+        name,
+        b"1\t0/4000000\tno recovery target specified\n",
+    );
+    assert_success(&wal(&pgbak, &path));
+    let conflicts = pgbak.join("conflicts");
+
+    write_source(&source, name, b"1\t0/5000000\tfirst rejected content\n");
+    for _retry in 0..3 {
+        let stderr = assert_refused(&wal(&pgbak, &path));
+        assert!(stderr.contains("was kept as"), "{stderr}");
+    }
+    assert_eq!(names_in(&conflicts).len(), 1, "{:?}", names_in(&conflicts));
+    // Room for that one copy, not for a second one of the same size (S-2.10).
+    let kept_bytes = fs::metadata(conflicts.join(&names_in(&conflicts)[0]))
+        .unwrap()
+        .len();
+    set_cap(kept_bytes + kept_bytes / 2);
+
+    write_source(&source, name, b"1\t0/6000000\tsecond rejected content\n");
+    let stderr = assert_refused(&wal(&pgbak, &path));
+    assert!(
+        stderr.contains("was not kept") && stderr.contains("wal.conflicts_max_bytes"),
+        "{stderr}"
+    );
+    let kept: Vec<String> = names_in(&conflicts)
+        .into_iter()
+        .filter(|kept| kept.ends_with(".zst"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // The archived file is untouched (S-2.4).
+    let stored = the_backup_directory(&pgbak).join(format!("pg_wal/{name}.zst"));
+    assert_zstd_cli_restores(&stored, b"1\t0/4000000\tno recovery target specified\n");
+
+    let json = status_json(&pgbak);
+    let report = &json["conflicts"];
+    assert_eq!(report["files"], 1, "{json}");
+    assert_eq!(report["max_bytes"], kept_bytes + kept_bytes / 2, "{json}");
+    assert_eq!(report["cap_reached"], true, "{json}");
+    let problems = json["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem["code"] == "wal_conflicts"),
+        "{json}"
+    );
 }

@@ -15,6 +15,7 @@ use crate::effects::environment::PgbakHome;
 use crate::effects::journal_file::{self, OpenedJournal};
 use crate::effects::lock::LockRange;
 use crate::effects::tree_scan::{self, BASE_FILE_NAME};
+use crate::effects::wal_archive;
 use crate::journal::{Record, StopKind};
 use crate::machine::{
     BaseBackupDue, DirectoryPhase, Failure, JournalHealth, Policy, State, base_backup_due,
@@ -69,6 +70,7 @@ pub struct StatusReport {
     pub base_backup: BaseBackupReport,
     pub script: ScriptReport,
     pub disk: Option<DiskReport>,
+    pub conflicts: ConflictsReport,
     pub everything_shipped: bool,
     pub problems: Vec<Problem>,
 }
@@ -201,6 +203,19 @@ pub struct DiskReport {
     pub total_bytes: u64,
 }
 
+/// `$PGBAK/conflicts/`: rejected different-content duplicates (S-2.4, S-2.10).
+#[derive(Debug, Serialize)]
+pub struct ConflictsReport {
+    pub files: u64,
+    pub bytes: u64,
+    /// `wal.conflicts_max_bytes`.
+    pub max_bytes: u64,
+    /// A copy was refused because of the cap since the last one kept.
+    pub cap_reached: bool,
+    /// Which file and when, as `wal` noted it.
+    pub not_kept: Option<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Problem {
     pub code: &'static str,
@@ -237,13 +252,12 @@ fn due_label(due: BaseBackupDue) -> &'static str {
     }
 }
 
-/// The WAL segment size of a directory, from the content size a stored segment's zstd frame
-/// header records (S-2.2); the default when there is none to read.
+/// The WAL segment size of a directory, from the content sizes a stored segment's zstd frame
+/// headers record (S-2.2); the default when there is none to read.
 fn segment_bytes(
     directory: &Path,
     files: &[(crate::wal_name::WalFileName, u64, UnixMillis)],
 ) -> u64 {
-    use std::io::Read;
     let Some((name, _, _)) = files
         .iter()
         .find(|(n, _, _)| n.kind() == crate::wal_name::WalFileKind::Segment)
@@ -253,14 +267,10 @@ fn segment_bytes(
     let path = directory
         .join(tree_scan::WAL_DIRECTORY_NAME)
         .join(name.compressed_name());
-    let mut header = [0u8; 18]; // a zstd frame header is at most 18 bytes
-    let read = std::fs::File::open(path).and_then(|mut file| file.read(&mut header));
-    match read {
-        Ok(length) => match zstd::zstd_safe::get_frame_content_size(&header[..length]) {
-            Ok(Some(size)) if size.is_power_of_two() => size,
-            _ => DEFAULT_SEGMENT_BYTES,
-        },
-        Err(_) => DEFAULT_SEGMENT_BYTES,
+    // Every frame's content size, summed: a stored file may be several frames (S-2.2).
+    match wal_archive::stored_content_bytes(&path) {
+        Ok(Some(size)) if size.is_power_of_two() => size,
+        _ => DEFAULT_SEGMENT_BYTES,
     }
 }
 
@@ -428,6 +438,48 @@ fn current_link_on_disk(
         });
     }
     on_disk
+}
+
+fn conflicts_report(
+    home: &PgbakHome,
+    max_bytes: u64,
+    problems: &mut Vec<Problem>,
+) -> ConflictsReport {
+    let conflicts = home.conflicts_path();
+    let usage = wal_archive::conflicts_usage(home).unwrap_or_else(|error| {
+        problems.push(Problem {
+            code: "wal_conflicts",
+            message: format!("cannot list {}: {error}", conflicts.display()),
+        });
+        wal_archive::ConflictsUsage::default()
+    });
+    if usage.files > 0 || usage.not_kept.is_some() {
+        let mut message = format!(
+            "{} holds {} rejected WAL file(s), {} of its cap of {} (wal.conflicts_max_bytes): \
+             PostgreSQL tried to archive files that differ from the archived ones (two servers \
+             archiving into one $PGBAK?)",
+            conflicts.display(),
+            usage.files,
+            human_bytes(usage.bytes),
+            human_bytes(max_bytes)
+        );
+        if let Some(not_kept) = &usage.not_kept {
+            message.push_str(&format!(
+                "; the cap was reached and a rejected file was not kept ({not_kept})"
+            ));
+        }
+        problems.push(Problem {
+            code: "wal_conflicts",
+            message,
+        });
+    }
+    ConflictsReport {
+        files: usage.files,
+        bytes: usage.bytes,
+        max_bytes,
+        cap_reached: usage.not_kept.is_some(),
+        not_kept: usage.not_kept,
+    }
 }
 
 fn disk_report(path: &Path) -> Option<DiskReport> {
@@ -706,6 +758,7 @@ pub fn build_report(
     home: &PgbakHome,
     opened: Option<&OpenedJournal>,
     policy: &Policy,
+    conflicts_max_bytes: u64,
     now: UnixMillis,
 ) -> anyhow::Result<StatusReport> {
     let empty = State::default();
@@ -743,6 +796,7 @@ pub fn build_report(
         base_backup.next_due_at = None;
     }
     let sync = sync_report(state, sync_lock_held, &mut problems);
+    let conflicts = conflicts_report(home, conflicts_max_bytes, &mut problems);
     let disk = disk_report(&home.path);
     if let Some(disk) = &disk
         && (disk.free_bytes < LOW_DISK_BYTES
@@ -780,6 +834,7 @@ pub fn build_report(
         base_backup,
         script,
         disk,
+        conflicts,
         everything_shipped: state.everything_shipped(),
         problems,
     })
@@ -1041,6 +1096,21 @@ pub fn render_human(report: &StatusReport, out: &mut dyn Write) -> std::io::Resu
             human_bytes(disk.total_bytes)
         )?;
     }
+    let conflicts = &report.conflicts;
+    if conflicts.files > 0 || conflicts.cap_reached {
+        writeln!(
+            out,
+            "\nconflicts    {} rejected file(s), {} of {}{}",
+            conflicts.files,
+            human_bytes(conflicts.bytes),
+            human_bytes(conflicts.max_bytes),
+            if conflicts.cap_reached {
+                "; cap reached, a rejected file was not kept"
+            } else {
+                ""
+            }
+        )?;
+    }
     let shipped = match (report.wal.archived_count, report.everything_shipped) {
         (0, _) if report.directories.is_empty() => "nothing archived yet",
         (_, true) => "everything archived has been shipped",
@@ -1134,14 +1204,20 @@ pub fn run(home: &PgbakHome, format: Format, out: &mut dyn Write) -> anyhow::Res
             )?;
             return Ok(());
         }
-        let report = build_report(home, None, &policy, now)?;
+        let report = build_report(home, None, &policy, config.wal.conflicts_max_bytes, now)?;
         return print(&report, format, out);
     }
     let opened = journal_file::open_journal(home, now)?;
     if format == Format::Journal {
         return render_journal(&opened, out);
     }
-    let report = build_report(home, Some(&opened), &policy, now)?;
+    let report = build_report(
+        home,
+        Some(&opened),
+        &policy,
+        config.wal.conflicts_max_bytes,
+        now,
+    )?;
     print(&report, format, out)
 }
 
@@ -1154,4 +1230,26 @@ fn print(report: &StatusReport, format: Format, out: &mut dyn Write) -> anyhow::
         _ => render_human(report, out)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::ScratchDirectory;
+
+    #[test]
+    fn the_segment_size_of_a_file_of_several_frames_is_their_sum() {
+        // S-2.2: a stored segment may be several zstd frames; the first one's content size is
+        // only a part of the segment, and taking it for the segment size invents WAL gaps.
+        let scratch = ScratchDirectory::new("status-multi-frame");
+        let wal = scratch.0.join(tree_scan::WAL_DIRECTORY_NAME);
+        std::fs::create_dir(&wal).unwrap();
+        let half = vec![7u8; 8 << 20];
+        let mut file = zstd::bulk::compress(&half, 1).unwrap();
+        file.extend_from_slice(&zstd::bulk::compress(&half, 1).unwrap());
+        std::fs::write(wal.join("0000000100000000000000FF.zst"), &file).unwrap();
+        let files = tree_scan::stored_wal_files(&scratch.0).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(segment_bytes(&scratch.0, &files), 16 << 20);
+    }
 }

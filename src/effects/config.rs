@@ -27,6 +27,11 @@ pub const COMPRESSION_LEVEL_MIN: i32 = 1;
 pub const COMPRESSION_LEVEL_MAX: i32 = 19;
 /// A limit on worker threads, far above any useful value, so a typo cannot spawn thousands.
 pub const COMPRESSION_THREADS_MAX: u32 = 64;
+/// `wal.conflicts_max_bytes` by default: room for hundreds of compressed 16 MiB segments,
+/// and a bound on what PostgreSQL retrying a refused file forever can take (S-2.10).
+pub const CONFLICTS_MAX_BYTES_DEFAULT: u64 = 1 << 30;
+/// The largest `wal.conflicts_max_bytes` accepted (1 TiB): beyond that it bounds nothing.
+pub const CONFLICTS_MAX_BYTES_LIMIT: u64 = 1 << 40;
 /// One hour: a base backup more often than that is certainly a mistake.
 pub const BASE_MAX_AGE_HOURS_MIN: u64 = 1;
 /// Ten years: effectively "never by age" for an operator who relies on the WAL ratio only.
@@ -61,6 +66,8 @@ pub struct WalConfig {
     pub compression_level: i32,
     /// zstd worker threads for one segment; 0 = compress on the calling thread.
     pub compression_threads: u32,
+    /// S-2.10: the most bytes of rejected copies `$PGBAK/conflicts/` may hold; 0 keeps none.
+    pub conflicts_max_bytes: u64,
 }
 
 impl Default for WalConfig {
@@ -72,6 +79,7 @@ impl Default for WalConfig {
         WalConfig {
             compression_level: 1,
             compression_threads: 0,
+            conflicts_max_bytes: CONFLICTS_MAX_BYTES_DEFAULT,
         }
     }
 }
@@ -190,6 +198,13 @@ const KEYS: &[KeyDoc] = &[
         default: "0",
         meaning: "zstd worker threads for one WAL segment; 0 = single-threaded",
         allowed: "an integer from 0 to 64",
+    },
+    KeyDoc {
+        key: "wal.conflicts_max_bytes",
+        default: "1073741824",
+        meaning: "the most bytes of rejected copies kept in $PGBAK/conflicts; past it a \
+                  conflicting file is still refused, without a copy (S-2.10)",
+        allowed: "an integer from 0 (keep no copy) to 1099511627776",
     },
     KeyDoc {
         key: "base.compression_level",
@@ -616,7 +631,7 @@ fn validate(
             }
         })
     });
-    let checks: [(&str, bool, String); 14] = [
+    let checks: [(&str, bool, String); 15] = [
         (
             "wal.compression_level",
             level(config.wal.compression_level),
@@ -626,6 +641,11 @@ fn validate(
             "wal.compression_threads",
             threads(config.wal.compression_threads),
             config.wal.compression_threads.to_string(),
+        ),
+        (
+            "wal.conflicts_max_bytes",
+            config.wal.conflicts_max_bytes <= CONFLICTS_MAX_BYTES_LIMIT,
+            config.wal.conflicts_max_bytes.to_string(),
         ),
         (
             "base.compression_level",
@@ -1089,6 +1109,7 @@ mod tests {
         fn valid_config()(
             wal_level in 1..=19i32,
             wal_threads in 0..=64u32,
+            conflicts_max_bytes in 0..=(1u64 << 40),
             base_level in 1..=19i32,
             base_threads in 0..=64u32,
             max_age_hours in 1..=87_600u64,
@@ -1105,7 +1126,11 @@ mod tests {
             let (base_min, base_max) = ordered(base_retry);
             let (script_min, script_max) = ordered(script_retry);
             Config {
-                wal: WalConfig { compression_level: wal_level, compression_threads: wal_threads },
+                wal: WalConfig {
+                    compression_level: wal_level,
+                    compression_threads: wal_threads,
+                    conflicts_max_bytes,
+                },
                 base: BaseConfig {
                     compression_level: base_level,
                     compression_threads: base_threads,

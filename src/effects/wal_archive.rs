@@ -10,13 +10,17 @@
 //!    `.partial` is a power of two between 1 MiB and 1 GiB, a history or backup history file
 //!    holds 1 byte to [`HISTORY_FILE_SIZE_MAX_BYTES`]. Nothing is created in `$PGBAK` before
 //!    the input passed, so a refused call leaves no trace.
-//! 2. Read it into memory once (a 16 MiB segment is the normal case; 1 GiB the limit). The
-//!    same bytes are compressed and, for a duplicate, compared: no second read that could see
-//!    different content.
-//! 3. Compress it (S-2.2) with the zstd library into an unnamed `O_TMPFILE` in `$PGBAK`: one
-//!    standard frame with the content size and the checksum flag, level and worker threads
-//!    from `[wal]` in the config. This happens before the journal is even opened, so the
-//!    journal lock is never held while compressing (S-2.6).
+//! 2. and 3. Read it once and compress it (S-2.2) with the zstd library into an unnamed
+//!    `O_TMPFILE` in `$PGBAK`, a window of [`COMPRESS_WINDOW_BYTES`] at a time (mapped,
+//!    compressed, unmapped): one standard frame per window, each with the content size and the
+//!    checksum flag, written one after the other; level and worker threads from `[wal]` in
+//!    the config. A 16 MiB segment (the normal case) is one window and one frame; a 1 GiB one
+//!    (the limit) is 64, in the same memory. The file's identity, size and times are compared
+//!    before and after the read, so the frames are one version of it, and that one read is
+//!    the only one: a duplicate is compared with the compressed file this call wrote, never
+//!    with a second read of the input that could see different content. All of this happens
+//!    before the journal is even opened, so the journal lock is never held while compressing
+//!    (S-2.6).
 //! 4. Choose the targets under the journal lock: refresh the journal, ask the machine
 //!    ([`archive_targets`]). If no directory is open, record `DirectoryOpened` right there
 //!    (intent before `mkdir`, S-3.2), under the same lock hold, so concurrent `wal` calls open
@@ -31,26 +35,33 @@
 //!
 //! Invariants kept:
 //! - An archived file is never overwritten or replaced (S-2.4): links fail with `EEXIST`, and
-//!   an existing `NAME.zst` is compared, decompressed, with the input. Identical: made durable
-//!   and recorded with `already_present`. Different (or undecodable): the rejected compressed
-//!   bytes are kept as `$PGBAK/conflicts/NAME.TIMESTAMP.zst` and the call fails.
+//!   an existing `NAME.zst` is compared, every frame decompressed, with the compressed input.
+//!   Identical: made durable and recorded with `already_present`. Different (or undecodable,
+//!   or not a regular file: its type is checked first and it is opened non-blocking, so a FIFO
+//!   never hangs the archiver): the call fails, and the rejected compressed bytes are kept as
+//!   `$PGBAK/conflicts/NAME.TIMESTAMP.zst`, once per distinct content (PostgreSQL retries
+//!   forever), while `conflicts/` stays within `wal.conflicts_max_bytes` (S-2.10).
 //! - A crash at any moment leaves no partial file under any name: the bytes live in an unnamed
 //!   inode until they are complete and fsynced (see `durable`). A full `$PGBAK` (S-8.5) is the
 //!   same: the unnamed inode vanishes with the process, and the error says the disk is full.
 //! - A directory pgbak did not open is never created here, except a pending one the journal
-//!   says is open (the sync records `DirectoryOpened` before its `mkdir`): a directory whose
-//!   `TIMESTAMP/` vanished (a failed directory the sync removed) is dropped from the targets,
-//!   never resurrected.
+//!   says is open (the sync records `DirectoryOpened` before its `mkdir`), and its `TIMESTAMP/`
+//!   only under the journal lock, in the hold that saw it pending: the sync records a failed
+//!   base backup under that lock before removing the directory, so a removal always comes
+//!   after such a `mkdir`. Outside the lock only `TIMESTAMP/pg_wal/` is created, which fails
+//!   once `TIMESTAMP/` is gone: a directory that vanished (a failed directory the sync removed)
+//!   is dropped from the targets, never resurrected.
 //! - Every file is 0600 and every directory 0700 whatever the umask (S-1.3), as `durable`
 //!   creates them; every descriptor is `O_CLOEXEC`.
 //! - Bounded: the input by [`WAL_SEGMENT_SIZE_MAX_BYTES`], the retries by
-//!   [`TARGET_ATTEMPTS_MAX`], memory by the input plus zstd's buffers (a duplicate is compared
-//!   in [`COMPARE_CHUNK_BYTES`] pieces, never decompressed whole).
+//!   [`TARGET_ATTEMPTS_MAX`], `conflicts/` by `wal.conflicts_max_bytes`, and memory, whatever
+//!   the segment size, by one window of input, one frame of output and zstd's context (a
+//!   duplicate is compared in [`COMPARE_CHUNK_BYTES`] pieces, never decompressed whole).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use zstd::zstd_safe::CParameter;
 
@@ -64,12 +75,12 @@ use crate::hint::OperatorHint;
 use crate::journal::JournalError;
 use crate::machine::{DirectoryPhase, Event, archive_targets};
 use crate::timestamp::{DirectoryName, UnixMillis};
-use crate::wal_header::LongPageHeader;
+use crate::wal_header::{LONG_PAGE_HEADER_BYTES, LongPageHeader};
 use crate::wal_name::{WalFileKind, WalFileName};
 
 /// The smallest WAL segment PostgreSQL can be built or `initdb`ed with (`--wal-segsize=1`).
 pub const WAL_SEGMENT_SIZE_MIN_BYTES: u64 = 1 << 20;
-/// The largest (`--wal-segsize=1024`). Also the most `wal` ever reads into memory.
+/// The largest (`--wal-segsize=1024`).
 pub const WAL_SEGMENT_SIZE_MAX_BYTES: u64 = 1 << 30;
 /// A timeline history file grows by one line per timeline switch and a backup history file is
 /// a few hundred bytes; 16 MiB is far beyond either, and keeps a wrong path from being read
@@ -82,6 +93,11 @@ pub const HISTORY_FILE_SIZE_MAX_BYTES: u64 = 16 << 20;
 pub const TARGET_ATTEMPTS_MAX: usize = 8;
 /// Piece size for comparing a stored file with the input without decompressing it whole.
 pub const COMPARE_CHUNK_BYTES: usize = 128 * 1024;
+/// The input is mapped and compressed this much at a time, each window one zstd frame (S-2.2),
+/// so a call's memory does not grow with the segment: one window of input plus one frame of
+/// output (at most the window's compressBound) plus zstd's context. 16 MiB is PostgreSQL's
+/// default segment size, so such a segment is still one frame and one `ZSTD_compress2` call.
+pub const COMPRESS_WINDOW_BYTES: usize = 16 << 20;
 /// `conflicts/NAME.TIMESTAMP.zst` is taken by different bytes in the same second: try
 /// `NAME.TIMESTAMP.2.zst` … up to this suffix.
 pub const CONFLICT_NAME_ATTEMPTS_MAX: u32 = 9;
@@ -161,15 +177,13 @@ pub enum ArchiveError {
     },
 
     #[error(
-        "wal {name}: {} already exists and {detail}; it was left unchanged, and the rejected \
-         file was kept as {}",
-        .archived.display(),
-        .kept.display()
+        "wal {name}: {} already exists and {detail}; it was left unchanged, and {rejected}",
+        .archived.display()
     )]
     Conflict {
         name: String,
         archived: PathBuf,
-        kept: PathBuf,
+        rejected: RejectedCopy,
         detail: String,
     },
 
@@ -212,6 +226,43 @@ pub enum ArchiveError {
         attempts: usize,
         linked: Vec<DirectoryName>,
     },
+}
+
+/// What became of the rejected bytes of a conflict (S-2.4, S-2.10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectedCopy {
+    /// Kept as this file: by this call, or by an earlier one with the same content.
+    Kept(PathBuf),
+    /// Not kept: the copies in `conflicts/` (`used_bytes`) and this one would pass the cap.
+    NotKept {
+        conflicts: PathBuf,
+        used_bytes: u64,
+        max_bytes: u64,
+    },
+}
+
+impl std::fmt::Display for RejectedCopy {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectedCopy::Kept(path) => {
+                write!(
+                    formatter,
+                    "the rejected file was kept as {}",
+                    path.display()
+                )
+            }
+            RejectedCopy::NotKept {
+                conflicts,
+                used_bytes,
+                max_bytes,
+            } => write!(
+                formatter,
+                "the rejected file was not kept because {} reached its cap \
+                 (wal.conflicts_max_bytes = {max_bytes}, {used_bytes} bytes kept)",
+                conflicts.display()
+            ),
+        }
+    }
 }
 
 fn list_directories(names: &[DirectoryName]) -> String {
@@ -266,11 +317,19 @@ impl OperatorHint for ArchiveError {
                  dmesg)? PostgreSQL retries archive_command"
                     .to_string()
             }
-            ArchiveError::Conflict { .. } => {
-                "pgbak never overwrites an archived file: find out why two versions exist (two \
-                 servers archiving into one $PGBAK, or a restored server reusing a timeline) and \
-                 compare them with zstd -d -c; PostgreSQL retries until the call succeeds"
-                    .to_string()
+            ArchiveError::Conflict { rejected, .. } => {
+                let mut hint = "pgbak never overwrites an archived file: find out why two \
+                                versions exist (two servers archiving into one $PGBAK, or a \
+                                restored server reusing a timeline) and compare them with zstd \
+                                -d -c; PostgreSQL retries until the call succeeds"
+                    .to_string();
+                if let RejectedCopy::NotKept { .. } = rejected {
+                    hint.push_str(
+                        "; to keep copies again, remove old ones from $PGBAK/conflicts or \
+                         raise wal.conflicts_max_bytes",
+                    );
+                }
+                hint
             }
             // The journal's own error, further down the chain, carries the hint.
             ArchiveError::Journal { .. } => return None,
@@ -300,12 +359,34 @@ pub fn archive_wal(
     source: &Path,
     now: UnixMillis,
 ) -> Result<ArchiveOutcome, ArchiveError> {
+    archive_wal_hooked(home, config, source, now, None)
+}
+
+/// A step run between a choice of targets and its links: `None` in pgbak itself; tests use it
+/// to let a sync act in exactly that window.
+type BeforeLinkHook<'a> = Option<&'a mut dyn FnMut()>;
+
+fn archive_wal_hooked(
+    home: &PgbakHome,
+    config: &Config,
+    source: &Path,
+    now: UnixMillis,
+    before_link: BeforeLinkHook<'_>,
+) -> Result<ArchiveOutcome, ArchiveError> {
     let input = read_input(source)?;
     // Read before anything is stored, so that a segment of another cluster is refused before
     // it reaches any directory (S-2.9).
     let system_identifier = match input.name.kind() {
         WalFileKind::Segment | WalFileKind::Partial => {
-            LongPageHeader::parse(&input.bytes, input.bytes.len() as u64)
+            use std::os::unix::fs::FileExt;
+            let mut header = [0u8; LONG_PAGE_HEADER_BYTES];
+            // A header that cannot be read is no header: the compression below reads the same
+            // file and reports any real read error.
+            input
+                .file
+                .read_exact_at(&mut header, 0)
+                .ok()
+                .and_then(|()| LongPageHeader::parse(&header, input.size))
                 .map(|header| header.system_identifier)
         }
         WalFileKind::History | WalFileKind::BackupHistory => None,
@@ -321,25 +402,55 @@ pub fn archive_wal(
         stored: BTreeMap::new(),
         vanished: BTreeSet::new(),
         opened_directory: None,
+        conflicts_max_bytes: config.wal.conflicts_max_bytes,
+        before_link,
     };
     store.run()
 }
 
-/// A checked input file, mapped (or, when empty, held) in memory.
+/// A checked input file, open. Its bytes are read once, a window at a time, while compressing;
+/// nothing else reads them (see [`compress`]).
 #[derive(Debug)]
 struct WalInput {
     name: WalFileName,
-    bytes: InputBytes,
+    path: PathBuf,
+    file: File,
+    size: u64,
+    stamp: FileStamp,
 }
 
-/// The input's bytes: the file's page-cache pages mapped read-only (no copy, no page faults
+/// What identifies one version of the input: a file rewritten, replaced, grown or shrunk while
+/// it was read has another stamp afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(metadata: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.len(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+            changed: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+}
+
+/// One window of the input, its page-cache pages mapped read-only (no copy, and no page faults
 /// after `MAP_POPULATE`: a fresh 16 MiB heap buffer cost 4096 faults and a copy, about a third
-/// of a call's time), or an empty buffer for an empty file, which cannot be mapped.
+/// of a call's time). Unmapped on drop, so the pages leave the resident set window by window.
 ///
 /// A file truncated by someone else while mapped raises SIGBUS on access; `pgbak wal` turns
 /// that into exit 1 with a message (`guard_against_truncation`), never death by a signal (S-2.5).
 #[derive(Debug)]
-enum InputBytes {
+enum Window {
     Mapped {
         address: std::ptr::NonNull<std::ffi::c_void>,
         length: usize,
@@ -347,35 +458,39 @@ enum InputBytes {
     Empty,
 }
 
-impl std::ops::Deref for InputBytes {
+impl std::ops::Deref for Window {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
             // SAFETY: the mapping is PROT_READ, `length` bytes long, and lives until drop.
-            InputBytes::Mapped { address, length } => unsafe {
+            Window::Mapped { address, length } => unsafe {
                 std::slice::from_raw_parts(address.as_ptr().cast::<u8>(), *length)
             },
-            InputBytes::Empty => &[],
+            Window::Empty => &[],
         }
     }
 }
 
-impl Drop for InputBytes {
+impl Drop for Window {
     fn drop(&mut self) {
-        if let InputBytes::Mapped { address, length } = self {
-            // SAFETY: unmaps exactly the mapping made in `map_input`, once.
+        if let Window::Mapped { address, length } = self {
+            // SAFETY: unmaps exactly the mapping made in `map_window`, once.
             let _ = unsafe { nix::sys::mman::munmap(*address, *length) };
         }
     }
 }
 
-fn map_input(file: &std::fs::File, size: usize) -> io::Result<InputBytes> {
-    let Some(length) = std::num::NonZeroUsize::new(size) else {
-        return Ok(InputBytes::Empty);
+/// Maps `length` bytes of `file` from `offset`, which is a multiple of
+/// [`COMPRESS_WINDOW_BYTES`] and so of the page size.
+fn map_window(file: &File, offset: u64, length: usize) -> io::Result<Window> {
+    let Some(length) = std::num::NonZeroUsize::new(length) else {
+        return Ok(Window::Empty);
     };
+    let offset = nix::libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset out of range"))?;
     use nix::sys::mman::{MapFlags, ProtFlags};
     // SAFETY: a private read-only mapping of a regular file we opened; its bytes are only read
-    // through `InputBytes`, which keeps the mapping alive.
+    // through `Window`, which keeps the mapping alive.
     let address = unsafe {
         nix::sys::mman::mmap(
             None,
@@ -383,13 +498,13 @@ fn map_input(file: &std::fs::File, size: usize) -> io::Result<InputBytes> {
             ProtFlags::PROT_READ,
             MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE,
             file,
-            0,
+            offset,
         )
     }
     .map_err(io::Error::from)?;
-    Ok(InputBytes::Mapped {
+    Ok(Window::Mapped {
         address,
-        length: size,
+        length: length.get(),
     })
 }
 
@@ -491,16 +606,43 @@ fn read_input(path: &Path) -> Result<WalInput, ArchiveError> {
         .map_err(unreadable)?;
     let opened = file.metadata().map_err(unreadable)?;
     check_regular_and_size(path, &name, &opened)?;
-    let size = opened.len();
-    let changed = |detail: String| ArchiveError::ChangedWhileRead {
+    Ok(WalInput {
+        name,
         path: path.to_path_buf(),
-        detail,
-    };
-    // The size was checked against WAL_SEGMENT_SIZE_MAX_BYTES, so it fits in memory's usize.
-    let length =
-        usize::try_from(size).map_err(|_| changed(format!("{size} bytes do not fit in memory")))?;
-    let bytes = map_input(&file, length).map_err(unreadable)?;
-    Ok(WalInput { name, bytes })
+        file,
+        size: opened.len(),
+        stamp: FileStamp::of(&opened),
+    })
+}
+
+impl WalInput {
+    /// After the read: the same file, size and modification times as when it was opened, so
+    /// the windows compressed are one version of it.
+    fn check_unchanged(&self) -> Result<(), ArchiveError> {
+        let after = self
+            .file
+            .metadata()
+            .map_err(|source| ArchiveError::Unreadable {
+                path: self.path.clone(),
+                source,
+            })?;
+        let after = FileStamp::of(&after);
+        if after == self.stamp {
+            return Ok(());
+        }
+        let detail = if after.size != self.stamp.size {
+            format!(
+                "its size went from {} to {} bytes",
+                self.stamp.size, after.size
+            )
+        } else {
+            "it was modified".to_string()
+        };
+        Err(ArchiveError::ChangedWhileRead {
+            path: self.path.clone(),
+            detail,
+        })
+    }
 }
 
 fn check_regular_and_size(
@@ -590,7 +732,8 @@ fn journal_error(home: &PgbakHome, input: &WalInput, source: anyhow::Error) -> A
     }
 }
 
-/// Step 3: one zstd frame with content size and checksum (S-2.2), into an unnamed file.
+/// Step 3: the input, a window of [`COMPRESS_WINDOW_BYTES`] at a time, each window one zstd
+/// frame with its content size and checksum (S-2.2), into an unnamed file.
 fn compress(
     home: &PgbakHome,
     config: &Config,
@@ -603,28 +746,7 @@ fn compress(
         name: input.name(),
         source,
     };
-    // One blocking ZSTD_compress2 over the whole segment (already in memory), not the streaming
-    // encoder: in multithreaded mode a streaming `compressStream2(e_continue)` returns at once
-    // when every worker is busy, so a write loop spins on the main thread and takes a core from
-    // the workers (measured: 69 ms instead of 43 ms per 16 MiB segment on 2 cores). compress2
-    // waits for its jobs on a condition variable. The frame has the content size and checksum
-    // (S-2.2): `zstd -d` and `zstd -t` check both.
-    let mut compressor =
-        zstd::bulk::Compressor::new(config.wal.compression_level).map_err(setup)?;
-    for parameter in [
-        CParameter::ChecksumFlag(true),
-        CParameter::ContentSizeFlag(true),
-        CParameter::NbWorkers(config.wal.compression_threads),
-    ] {
-        compressor.set_parameter(parameter).map_err(setup)?;
-    }
-    // compressBound: never too small, and only the pages actually written become resident.
-    let mut compressed = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.bytes.len()));
-    compressor
-        .compress_to_buffer(&input.bytes, &mut compressed)
-        .map_err(setup)?;
-    let written = file.write_all(&compressed);
-    written.map_err(|source| {
+    let write_error = |source: io::Error| {
         storage_error(
             home,
             input,
@@ -634,7 +756,47 @@ fn compress(
             ),
             source,
         )
-    })?;
+    };
+    // One blocking ZSTD_compress2 per window, not the streaming encoder: in multithreaded mode
+    // a streaming `compressStream2(e_continue)` returns at once when every worker is busy, so a
+    // write loop spins on the main thread and takes a core from the workers (measured: 69 ms
+    // instead of 43 ms per 16 MiB segment on 2 cores); compress2 waits for its jobs on a
+    // condition variable. A 16 MiB segment is one window, so one frame, as before windows.
+    let mut compressor =
+        zstd::bulk::Compressor::new(config.wal.compression_level).map_err(setup)?;
+    for parameter in [
+        CParameter::ChecksumFlag(true),
+        CParameter::ContentSizeFlag(true),
+        CParameter::NbWorkers(config.wal.compression_threads),
+    ] {
+        compressor.set_parameter(parameter).map_err(setup)?;
+    }
+    // compressBound of one window: never too small, and only the pages actually written become
+    // resident. Reused for every window, so it is the only output buffer.
+    let mut frame = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let length = usize::try_from((input.size - offset).min(COMPRESS_WINDOW_BYTES as u64))
+            .unwrap_or(COMPRESS_WINDOW_BYTES);
+        let window =
+            map_window(&input.file, offset, length).map_err(|source| ArchiveError::Unreadable {
+                path: input.path.clone(),
+                source,
+            })?;
+        frame.clear();
+        frame.reserve(zstd::zstd_safe::compress_bound(length));
+        compressor
+            .compress_to_buffer(&window[..], &mut frame)
+            .map_err(setup)?;
+        // Unmapped before the next window is mapped: at most one window is resident.
+        drop(window);
+        file.write_all(&frame).map_err(write_error)?;
+        offset += length as u64;
+        if offset >= input.size {
+            break;
+        }
+    }
+    input.check_unchanged()?;
     file.flush()
         .map_err(|source| storage_error(home, input, "cannot write the compressed file", source))?;
     let bytes = file
@@ -675,10 +837,12 @@ enum HoldError {
     /// The refresh found the journal damaged: reopen it (which rebuilds it) and go on.
     Reopen,
     Failed(anyhow::Error),
+    /// Creating a directory under the lock failed.
+    Storage(ArchiveError),
 }
 
 /// Steps 4 and 5 of the module header.
-struct Store<'a> {
+struct Store<'a, 'h> {
     home: &'a PgbakHome,
     input: &'a WalInput,
     /// From the input's long page header, when it has one pgbak recognizes (S-2.9).
@@ -690,9 +854,12 @@ struct Store<'a> {
     /// Targets whose `TIMESTAMP/` was gone: removed by the sync after a failed base backup.
     vanished: BTreeSet<DirectoryName>,
     opened_directory: Option<DirectoryName>,
+    /// `wal.conflicts_max_bytes` (S-2.10).
+    conflicts_max_bytes: u64,
+    before_link: BeforeLinkHook<'h>,
 }
 
-impl Store<'_> {
+impl Store<'_, '_> {
     fn run(&mut self) -> Result<ArchiveOutcome, ArchiveError> {
         crate::failpoint::fail_point("wal-after-compress");
         let mut journal = journal_file::open_journal(self.home, self.now)
@@ -720,13 +887,20 @@ impl Store<'_> {
                 Err(HoldError::Failed(error)) => {
                     return Err(journal_error(self.home, self.input, error));
                 }
+                Err(HoldError::Storage(error)) => return Err(error),
             };
             match decision {
                 Decision::Opened(directory) => {
                     self.opened_directory = Some(directory);
-                    self.create_directory(directory)?;
+                    if !self.create_wal_directory(directory)? {
+                        // Failed and removed by a sync already: the next hold decides anew.
+                        self.vanished.insert(directory);
+                    }
                 }
                 Decision::Link(targets) => {
+                    if let Some(hook) = self.before_link.as_mut() {
+                        hook();
+                    }
                     self.link_into_targets(&targets)?;
                     crate::failpoint::fail_point("wal-after-link");
                 }
@@ -763,7 +937,7 @@ impl Store<'_> {
             file: self.input.name.clone(),
             stored_in: self.stored.keys().copied().collect(),
             compressed_bytes: self.recorded_bytes(),
-            source_bytes: self.input.bytes.len() as u64,
+            source_bytes: self.input.size,
             already_present: self.all_already_present(),
             opened_directory: self.opened_directory,
         }
@@ -855,6 +1029,8 @@ impl Store<'_> {
                 .journal
                 .append(&[event], self.now)
                 .map_err(|error| HoldError::Failed(in_journal(error)))?;
+            self.create_pending_directory(directory)
+                .map_err(HoldError::Storage)?;
             return Ok(Decision::Opened(directory));
         }
         let missing: Vec<(DirectoryName, DirectoryPhase)> = targets
@@ -864,6 +1040,19 @@ impl Store<'_> {
             .filter_map(|name| state.directories.get(name).map(|d| (*name, d.phase)))
             .collect();
         if !missing.is_empty() {
+            // A pending directory may be recorded but not created yet (the sync, or another
+            // `wal`, records DirectoryOpened before its mkdir). Its `TIMESTAMP/` is created
+            // here, in the hold that saw it pending: a sync records a failed base backup under
+            // this lock before it removes the directory, so what is created here is either
+            // removed by that sync afterwards or was never failed. Created after the lock is
+            // released, it could come back after the removal, an orphan the journal does not
+            // know. Rare (once per directory at most), so the mkdir's fsync is paid here.
+            for (directory, phase) in &missing {
+                if *phase == DirectoryPhase::Pending {
+                    self.create_pending_directory(*directory)
+                        .map_err(HoldError::Storage)?;
+                }
+            }
             return Ok(Decision::Link(missing));
         }
         if self.stored.is_empty() {
@@ -931,20 +1120,35 @@ impl Store<'_> {
         self.home.directory_path(directory).join(WAL_DIRECTORY_NAME)
     }
 
-    /// `TIMESTAMP/` and `TIMESTAMP/pg_wal/`, 0700, each entry fsynced (idempotent).
-    fn create_directory(&self, directory: DirectoryName) -> Result<(), ArchiveError> {
+    /// `TIMESTAMP/` of a directory the journal says is pending, 0700, its entry fsynced
+    /// (idempotent). Called only under the journal lock (see [`Store::decide`]).
+    fn create_pending_directory(&self, directory: DirectoryName) -> Result<(), ArchiveError> {
         let path = self.home.directory_path(directory);
-        for path in [path.clone(), path.join(WAL_DIRECTORY_NAME)] {
-            durable::create_private_directory(&path).map_err(|source| {
-                storage_error(
-                    self.home,
-                    self.input,
-                    format!("cannot create {}", path.display()),
-                    source,
-                )
-            })?;
-        }
+        durable::create_private_directory(&path).map_err(|source| {
+            storage_error(
+                self.home,
+                self.input,
+                format!("cannot create {}", path.display()),
+                source,
+            )
+        })?;
         Ok(())
+    }
+
+    /// `TIMESTAMP/pg_wal/`, 0700, its entry fsynced (idempotent); `false` if `TIMESTAMP/` is
+    /// gone. Never creates `TIMESTAMP/` itself: a directory that vanished stays gone.
+    fn create_wal_directory(&self, directory: DirectoryName) -> Result<bool, ArchiveError> {
+        let path = self.wal_directory(directory);
+        match durable::create_private_directory(&path) {
+            Ok(_) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(storage_error(
+                self.home,
+                self.input,
+                format!("cannot create {}", path.display()),
+                source,
+            )),
+        }
     }
 
     fn link_into_targets(
@@ -954,7 +1158,7 @@ impl Store<'_> {
         // First look for existing copies everywhere, so a conflict is found before the new
         // bytes went into any directory.
         let mut to_link = Vec::new();
-        for &(directory, phase) in targets {
+        for &(directory, _phase) in targets {
             let target = self.wal_directory(directory).join(self.compressed_name());
             match std::fs::symlink_metadata(&target) {
                 Ok(_) => {
@@ -962,7 +1166,7 @@ impl Store<'_> {
                     self.stored.insert(directory, stored);
                 }
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                    to_link.push((directory, phase));
+                    to_link.push(directory);
                 }
                 Err(source) => {
                     return Err(storage_error(
@@ -974,8 +1178,8 @@ impl Store<'_> {
                 }
             }
         }
-        for (directory, phase) in to_link {
-            if let Some(stored) = self.link_into(directory, phase)? {
+        for directory in to_link {
+            if let Some(stored) = self.link_into(directory)? {
                 self.stored.insert(directory, stored);
             } else {
                 self.vanished.insert(directory);
@@ -989,35 +1193,11 @@ impl Store<'_> {
     }
 
     /// Links the file into one target; `None` if the directory is gone.
-    fn link_into(
-        &mut self,
-        directory: DirectoryName,
-        phase: DirectoryPhase,
-    ) -> Result<Option<Stored>, ArchiveError> {
-        let directory_path = self.home.directory_path(directory);
-        let wal_directory = directory_path.join(WAL_DIRECTORY_NAME);
-        // A pending directory may be recorded but not created yet (the sync, or another
-        // `wal`, records DirectoryOpened before its mkdir). Any other directory that is not
-        // on disk was removed, and must not come back.
-        let mut to_create = Vec::new();
-        if phase == DirectoryPhase::Pending {
-            to_create.push(directory_path.clone());
+    fn link_into(&mut self, directory: DirectoryName) -> Result<Option<Stored>, ArchiveError> {
+        if !self.create_wal_directory(directory)? {
+            return Ok(None);
         }
-        to_create.push(wal_directory.clone());
-        for path in to_create {
-            match durable::create_private_directory(&path) {
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(source) => {
-                    return Err(storage_error(
-                        self.home,
-                        self.input,
-                        format!("cannot create {}", path.display()),
-                        source,
-                    ));
-                }
-            }
-        }
+        let wal_directory = self.wal_directory(directory);
         let name = self.compressed_name();
         match link_or_copy(self.compressed, &wal_directory, &name) {
             Ok(()) => Ok(Some(Stored::Linked)),
@@ -1047,36 +1227,84 @@ impl Store<'_> {
                 source,
             )
         };
-        match compare_stored(archived, &self.input.bytes).map_err(looking)? {
+        let comparison =
+            compare_stored(archived, self.compressed.file(), self.input.size).map_err(looking)?;
+        match comparison {
             Comparison::Identical { compressed_bytes } => {
                 make_existing_durable(archived).map_err(looking)?;
                 Ok(Stored::AlreadyPresent { compressed_bytes })
             }
             Comparison::Different(detail) => {
-                let kept = self.keep_conflict()?;
+                let rejected = self.keep_conflict()?;
                 Err(ArchiveError::Conflict {
                     name: self.input.name(),
                     archived: archived.to_path_buf(),
-                    kept,
+                    rejected,
                     detail,
                 })
             }
         }
     }
 
-    /// `$PGBAK/conflicts/NAME.TIMESTAMP.zst` (0600, durable); the same bytes kept in the same
-    /// second (PostgreSQL retrying) are kept once.
-    fn keep_conflict(&mut self) -> Result<PathBuf, ArchiveError> {
+    /// S-2.10: the rejected bytes, once per distinct content, as
+    /// `$PGBAK/conflicts/NAME.TIMESTAMP.zst` (0600, durable), while the copies there stay within
+    /// `wal.conflicts_max_bytes`. PostgreSQL retries a failing call forever, so a copy made
+    /// per call would fill the disk: a copy of `NAME` with the same content (compared as in
+    /// S-2.4) is reused. Concurrent calls can each keep a copy before seeing the other's, so
+    /// the cap can be passed by what those few calls hold, never by retries.
+    fn keep_conflict(&mut self) -> Result<RejectedCopy, ArchiveError> {
         let conflicts = self.home.conflicts_path();
-        durable::create_private_directory(&conflicts).map_err(|source| {
+        let keep_error = |path: &Path, source: io::Error| {
             storage_error(
                 self.home,
                 self.input,
-                format!("cannot create {}", conflicts.display()),
+                format!("cannot keep the rejected file in {}", path.display()),
                 source,
             )
-        })?;
+        };
+        durable::create_private_directory(&conflicts)
+            .map_err(|source| keep_error(&conflicts, source))?;
+        let prefix = format!("{}.", self.input.name);
+        let mut used_bytes = 0u64;
+        let mut same_name = Vec::new();
+        let entries =
+            std::fs::read_dir(&conflicts).map_err(|source| keep_error(&conflicts, source))?;
+        for entry in entries {
+            let entry = entry.map_err(|source| keep_error(&conflicts, source))?;
+            let metadata = entry
+                .metadata()
+                .map_err(|source| keep_error(&entry.path(), source))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|name| name.ends_with(".zst")) else {
+                continue;
+            };
+            if !metadata.is_file() {
+                continue;
+            }
+            used_bytes = used_bytes.saturating_add(metadata.len());
+            if name.starts_with(&prefix) {
+                same_name.push(entry.path());
+            }
+        }
+        same_name.sort();
+        for path in same_name {
+            let comparison = compare_stored(&path, self.compressed.file(), self.input.size)
+                .map_err(|source| keep_error(&path, source))?;
+            if let Comparison::Identical { .. } = comparison {
+                return Ok(RejectedCopy::Kept(path));
+            }
+        }
         let timestamp = self.now.to_timestamp_string();
+        if used_bytes.saturating_add(self.compressed_bytes) > self.conflicts_max_bytes {
+            // Best effort: the refusal itself is the error PostgreSQL logs; the note is what
+            // `status` shows afterwards.
+            let _ = write_not_kept_note(&conflicts, &format!("{} at {timestamp}", self.input.name));
+            return Ok(RejectedCopy::NotKept {
+                conflicts,
+                used_bytes,
+                max_bytes: self.conflicts_max_bytes,
+            });
+        }
         for attempt in 1..=CONFLICT_NAME_ATTEMPTS_MAX {
             let name = if attempt == 1 {
                 format!("{}.{timestamp}.zst", self.input.name)
@@ -1084,24 +1312,21 @@ impl Store<'_> {
                 format!("{}.{timestamp}.{attempt}.zst", self.input.name)
             };
             let path = conflicts.join(&name);
-            let keep_error = |source: io::Error| {
-                storage_error(
-                    self.home,
-                    self.input,
-                    format!("cannot keep the rejected file as {}", path.display()),
-                    source,
-                )
-            };
             match link_or_copy(self.compressed, &conflicts, &name) {
-                Ok(()) => return Ok(path),
+                Ok(()) => {
+                    // There was room for this copy: the cap no longer refuses.
+                    let _ = std::fs::remove_file(conflicts.join(CONFLICTS_NOT_KEPT_NOTE));
+                    return Ok(RejectedCopy::Kept(path));
+                }
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                    if let Comparison::Identical { .. } =
-                        compare_stored(&path, &self.input.bytes).map_err(keep_error)?
-                    {
-                        return Ok(path);
+                    // Taken meanwhile, by a concurrent call with this content or another.
+                    let comparison = compare_stored(&path, self.compressed.file(), self.input.size)
+                        .map_err(|source| keep_error(&path, source))?;
+                    if let Comparison::Identical { .. } = comparison {
+                        return Ok(RejectedCopy::Kept(path));
                     }
                 }
-                Err(source) => return Err(keep_error(source)),
+                Err(source) => return Err(keep_error(&path, source)),
             }
         }
         Err(storage_error(
@@ -1115,6 +1340,24 @@ impl Store<'_> {
             io::Error::from(io::ErrorKind::AlreadyExists),
         ))
     }
+}
+
+/// Replaces the note of S-2.10 (see [`CONFLICTS_NOT_KEPT_NOTE`]). Advisory, like a log line:
+/// not fsynced, and a torn note only garbles what `status` prints.
+fn write_not_kept_note(conflicts: &Path, line: &str) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut note = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(conflicts.join(CONFLICTS_NOT_KEPT_NOTE))?;
+    if !note.metadata()?.is_file() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    note.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+    note.write_all(format!("{line}\n").as_bytes())
 }
 
 /// Hard-links the unnamed file as `directory/name`; should `directory` be on another file
@@ -1142,23 +1385,116 @@ enum Comparison {
     Different(String),
 }
 
-/// Decompresses `path` piece by piece and compares it with `source`. Decoding errors (a
-/// damaged file, a bad checksum, not zstd at all) are a difference; failing to open or read
-/// the file is an `Err`.
-fn compare_stored(path: &Path, source: &[u8]) -> io::Result<Comparison> {
-    let file = File::open(path)?;
-    let compressed_bytes = file.metadata()?.len();
-    let mut decoder = match zstd::stream::read::Decoder::new(file) {
+/// Opens a stored file (`NAME.zst`, a copy in `conflicts/`) for reading, or says what else it
+/// is. The type is checked before the open, so a FIFO or a device is never opened, and the open
+/// is non-blocking all the same, so a FIFO swapped in between cannot hang `wal`.
+fn open_stored(path: &Path) -> io::Result<Result<File, &'static str>> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Ok(Err(describe_file_type(metadata.file_type())));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    let opened = file.metadata()?;
+    if !opened.is_file() {
+        return Ok(Err(describe_file_type(opened.file_type())));
+    }
+    Ok(Ok(file))
+}
+
+/// Reads a file from a position of its own with `pread`, so the unnamed file's offset (which
+/// `link_or_copy` rewinds) is never shared.
+struct PositionedReader<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl Read for PositionedReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read_at(buffer, self.offset)?;
+        self.offset += read as u64;
+        Ok(read)
+    }
+}
+
+/// Reads until `buffer` is full or the stream ends; the count read.
+fn fill(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// Whether two files hold the same bytes (compared as stored, not decompressed).
+fn same_bytes(left: &File, right: &File) -> io::Result<bool> {
+    let mut left = PositionedReader {
+        file: left,
+        offset: 0,
+    };
+    let mut right = PositionedReader {
+        file: right,
+        offset: 0,
+    };
+    let mut left_buffer = vec![0u8; COMPARE_CHUNK_BYTES];
+    let mut right_buffer = vec![0u8; COMPARE_CHUNK_BYTES];
+    loop {
+        let left_read = fill(&mut left, &mut left_buffer)?;
+        let right_read = fill(&mut right, &mut right_buffer)?;
+        if left_buffer[..left_read] != right_buffer[..right_read] {
+            return Ok(false);
+        }
+        if left_read == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Compares the stored file at `path` with `ours`, the compressed input this call wrote
+/// (`source_bytes` long decompressed): the bytes compared are the bytes stored, from the one
+/// read of the input. Byte-identical files are identical; otherwise both are decompressed, every
+/// frame (S-2.2), piece by piece, never whole. Decoding errors of the stored file (a damaged
+/// file, a bad checksum, not zstd at all) and a file that is not a regular file are a
+/// difference; failing to open or read it is an `Err`.
+fn compare_stored(path: &Path, ours: &File, source_bytes: u64) -> io::Result<Comparison> {
+    let existing = match open_stored(path)? {
+        Ok(file) => file,
+        Err(what) => {
+            return Ok(Comparison::Different(format!(
+                "is {what}, not a regular file"
+            )));
+        }
+    };
+    let compressed_bytes = existing.metadata()?.len();
+    if compressed_bytes == ours.metadata()?.len() && same_bytes(&existing, ours)? {
+        return Ok(Comparison::Identical { compressed_bytes });
+    }
+    let stored_reader = PositionedReader {
+        file: &existing,
+        offset: 0,
+    };
+    let mut theirs = match zstd::stream::read::Decoder::new(stored_reader) {
         Ok(decoder) => decoder,
         Err(error) => return Ok(Comparison::Different(format!("cannot be decoded: {error}"))),
     };
-    let mut buffer = vec![0u8; COMPARE_CHUNK_BYTES];
-    let mut offset = 0usize;
+    let mut mine = zstd::stream::read::Decoder::new(PositionedReader {
+        file: ours,
+        offset: 0,
+    })?;
+    let mut their_buffer = vec![0u8; COMPARE_CHUNK_BYTES];
+    let mut my_buffer = vec![0u8; COMPARE_CHUNK_BYTES];
+    let mut offset = 0u64;
     loop {
-        let read = match decoder.read(&mut buffer) {
-            Ok(0) => break,
+        let mine_read = fill(&mut mine, &mut my_buffer)?;
+        let theirs_read = match fill(&mut theirs, &mut their_buffer) {
             Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) if error.raw_os_error().is_some() => return Err(error),
             Err(error) => {
                 return Ok(Comparison::Different(format!(
@@ -1166,36 +1502,190 @@ fn compare_stored(path: &Path, source: &[u8]) -> io::Result<Comparison> {
                 )));
             }
         };
-        let end = offset.saturating_add(read);
-        if end > source.len() {
-            return Ok(Comparison::Different(format!(
-                "holds more than the {} bytes of the new file",
-                source.len()
-            )));
-        }
-        if buffer[..read] != source[offset..end] {
+        let common = mine_read.min(theirs_read);
+        if my_buffer[..common] != their_buffer[..common] {
             return Ok(Comparison::Different("holds different content".to_string()));
         }
-        offset = end;
+        if theirs_read > mine_read {
+            return Ok(Comparison::Different(format!(
+                "holds more than the {source_bytes} bytes of the new file"
+            )));
+        }
+        if theirs_read < mine_read {
+            return Ok(Comparison::Different(format!(
+                "holds {} bytes, the new file {source_bytes}",
+                offset + theirs_read as u64
+            )));
+        }
+        if mine_read == 0 {
+            return Ok(Comparison::Identical { compressed_bytes });
+        }
+        offset += common as u64;
     }
-    if offset != source.len() {
-        return Ok(Comparison::Different(format!(
-            "holds {offset} bytes, the new file {}",
-            source.len()
-        )));
-    }
-    Ok(Comparison::Identical { compressed_bytes })
 }
 
 /// S-2.4: the existing copy may come from a call that crashed before its fsyncs.
 fn make_existing_durable(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()?;
+    match open_stored(path)? {
+        Ok(file) => file.sync_all()?,
+        Err(what) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: is {what}, not a regular file", path.display()),
+            ));
+        }
+    }
     let wal_directory = path.parent().unwrap_or(Path::new("."));
     durable::fsync_directory(wal_directory)?;
     if let Some(directory) = wal_directory.parent() {
         durable::fsync_directory(directory)?;
     }
     Ok(())
+}
+
+/// The zstd frame magic number (RFC 8878, 3.1.1), and the skippable frames' (3.1.2).
+const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
+const SKIPPABLE_FRAME_MAGIC: u32 = 0x184D_2A50;
+const SKIPPABLE_FRAME_MAGIC_MASK: u32 = 0xFFFF_FFF0;
+/// Block headers [`stored_content_bytes`] reads before it gives up: a 1 GiB segment at level 1
+/// has about 8,200 blocks of at most 128 KiB each, and a hostile file must not make it loop.
+const BLOCK_HEADERS_MAX: usize = 1 << 20;
+
+/// The decompressed size of a stored `.zst`: the sum of the content sizes of all its frames
+/// (S-2.2: one or more, one after the other), found by walking the frame and block headers
+/// (RFC 8878, 3.1.1) without decompressing anything. `None` when it is not a regular file, a
+/// frame does not record its content size, or the structure is damaged or truncated.
+pub fn stored_content_bytes(path: &Path) -> io::Result<Option<u64>> {
+    let Ok(file) = open_stored(path)? else {
+        return Ok(None);
+    };
+    let length = file.metadata()?.len();
+    let read_exact = |offset: u64, buffer: &mut [u8]| -> io::Result<bool> {
+        match file.read_exact_at(buffer, offset) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(error) => Err(error),
+        }
+    };
+    let mut offset = 0u64;
+    let mut total = 0u64;
+    let mut block_headers = 0usize;
+    while offset < length {
+        let mut magic = [0u8; 4];
+        if !read_exact(offset, &mut magic)? {
+            return Ok(None);
+        }
+        let magic = u32::from_le_bytes(magic);
+        if magic & SKIPPABLE_FRAME_MAGIC_MASK == SKIPPABLE_FRAME_MAGIC {
+            let mut size = [0u8; 4];
+            if !read_exact(offset + 4, &mut size)? {
+                return Ok(None);
+            }
+            offset += 8 + u64::from(u32::from_le_bytes(size));
+            continue;
+        }
+        if magic != ZSTD_FRAME_MAGIC {
+            return Ok(None);
+        }
+        // A frame header is at most 18 bytes; a shorter file is fine if the frame is short.
+        let mut header = [0u8; 18];
+        let available = usize::try_from((length - offset).min(18)).unwrap_or(18);
+        if !read_exact(offset, &mut header[..available])? {
+            return Ok(None);
+        }
+        let Ok(Some(content_bytes)) = zstd::zstd_safe::get_frame_content_size(&header[..available])
+        else {
+            return Ok(None);
+        };
+        let descriptor = header[4];
+        let single_segment = descriptor & 0x20 != 0;
+        let has_checksum = descriptor & 0x04 != 0;
+        let dictionary_id_bytes = [0u64, 1, 2, 4][usize::from(descriptor & 0b11)];
+        let content_size_bytes = match descriptor >> 6 {
+            0 => u64::from(single_segment),
+            1 => 2,
+            2 => 4,
+            _ => 8,
+        };
+        offset += 5 + u64::from(!single_segment) + dictionary_id_bytes + content_size_bytes;
+        loop {
+            block_headers += 1;
+            if block_headers > BLOCK_HEADERS_MAX {
+                return Ok(None);
+            }
+            let mut block = [0u8; 3];
+            if !read_exact(offset, &mut block)? {
+                return Ok(None);
+            }
+            let block = u32::from(block[0]) | u32::from(block[1]) << 8 | u32::from(block[2]) << 16;
+            let size = u64::from(block >> 3);
+            offset += 3 + match (block >> 1) & 0b11 {
+                0 | 2 => size, // raw, compressed
+                1 => 1,        // RLE: one byte repeated
+                _ => return Ok(None),
+            };
+            if block & 1 != 0 {
+                break;
+            }
+        }
+        if has_checksum {
+            offset += 4;
+        }
+        let Some(sum) = total.checked_add(content_bytes) else {
+            return Ok(None);
+        };
+        total = sum;
+    }
+    // Past the end: the last frame is cut short.
+    Ok((offset == length && length > 0).then_some(total))
+}
+
+/// The name of the note `wal` leaves in `conflicts/` when the cap kept it from keeping a copy
+/// (S-2.10): one line, the refused file and when. `status` reports it; the next copy kept
+/// removes it, and so may the operator.
+pub const CONFLICTS_NOT_KEPT_NOTE: &str = "not-kept";
+/// The most of the note `status` reads.
+const NOT_KEPT_NOTE_BYTES_MAX: u64 = 1024;
+
+/// What `$PGBAK/conflicts/` holds (S-2.10), for `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConflictsUsage {
+    /// Kept copies (`*.zst`).
+    pub files: u64,
+    pub bytes: u64,
+    /// The note's line when the cap refused a copy since the last copy kept.
+    pub not_kept: Option<String>,
+}
+
+/// Counts the kept copies in `conflicts/` (a missing directory holds none).
+pub fn conflicts_usage(home: &PgbakHome) -> io::Result<ConflictsUsage> {
+    let directory = home.conflicts_path();
+    let mut usage = ConflictsUsage::default();
+    let entries = match std::fs::read_dir(&directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(usage),
+        Err(error) => return Err(error),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        let name = entry.file_name();
+        if !metadata.is_file() {
+            continue;
+        }
+        if name.to_str().is_some_and(|name| name.ends_with(".zst")) {
+            usage.files += 1;
+            usage.bytes = usage.bytes.saturating_add(metadata.len());
+        } else if name == CONFLICTS_NOT_KEPT_NOTE {
+            let Ok(Ok(file)) = open_stored(&entry.path()) else {
+                continue;
+            };
+            let mut note = String::new();
+            let _ = file.take(NOT_KEPT_NOTE_BYTES_MAX).read_to_string(&mut note);
+            usage.not_kept = Some(note.trim().to_string());
+        }
+    }
+    Ok(usage)
 }
 
 #[cfg(test)]
@@ -1539,7 +2029,10 @@ mod tests {
         let home = home_in(&scratch);
         let input = WalInput {
             name: WalFileName::parse("000000010000000000000001").unwrap(),
-            bytes: InputBytes::Empty,
+            path: PathBuf::from("/dev/null"),
+            file: File::open("/dev/null").unwrap(),
+            size: 0,
+            stamp: FileStamp::default(),
         };
         let full = anyhow::Error::new(io::Error::from(io::ErrorKind::StorageFull))
             .context("journal /x/pgbak.lock");
@@ -1602,7 +2095,10 @@ mod tests {
             fs::write(&source, content).unwrap();
             for _retry in 0..2 {
                 match archive_wal(&home, &single_threaded(), &source, NOW.plus_millis(1)) {
-                    Err(ArchiveError::Conflict { kept: path, .. }) => kept.push(path),
+                    Err(ArchiveError::Conflict {
+                        rejected: RejectedCopy::Kept(path),
+                        ..
+                    }) => kept.push(path),
                     other => panic!("{other:?}"),
                 }
             }
@@ -1617,5 +2113,144 @@ mod tests {
         // The same rejected bytes retried are kept once; different ones get their own name.
         assert_eq!(kept, vec![first.clone(), first, second.clone(), second]);
         assert_eq!(fs::read_dir(home.conflicts_path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_conflict_retried_in_later_seconds_is_kept_once() {
+        // PostgreSQL retries a failing archive_command forever (every second, then every
+        // minute): the same rejected bytes must not gain a copy per retry (S-2.10).
+        let scratch = ScratchDirectory::new("wal-archive-conflict-retries");
+        let home = home_in(&scratch);
+        let source = scratch.0.join("000000010000000000000001");
+        fs::write(&source, segment_bytes(1 << 20, 1)).unwrap();
+        archive_wal(&home, &single_threaded(), &source, NOW).unwrap();
+        fs::write(&source, segment_bytes(1 << 20, 2)).unwrap();
+        for retry in 1..=4 {
+            let error = archive_wal(
+                &home,
+                &single_threaded(),
+                &source,
+                NOW.plus_millis(retry * 61_000),
+            )
+            .unwrap_err();
+            assert!(matches!(error, ArchiveError::Conflict { .. }), "{error}");
+        }
+        let kept: Vec<_> = fs::read_dir(home.conflicts_path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+    }
+
+    #[test]
+    fn a_pending_directory_failed_and_removed_after_the_target_choice_is_not_resurrected() {
+        // The sync records a failed base backup and removes its pending directory between
+        // this call's choice of targets (under the journal lock) and its links: the directory
+        // must stay gone, or an orphan the journal does not know is left behind.
+        let scratch = ScratchDirectory::new("wal-archive-resurrect");
+        let home = home_in(&scratch);
+        let first = scratch.0.join("000000010000000000000001");
+        fs::write(&first, segment_bytes(1 << 20, 1)).unwrap();
+        let current = archive_wal(&home, &single_threaded(), &first, NOW)
+            .unwrap()
+            .stored_in[0];
+        finish_base_backup(&home, current);
+        let pending = DirectoryName(current.0 + 60);
+        open_pending(&home, pending);
+
+        let mut fired = false;
+        let mut sync_fails_the_base_backup = || {
+            if std::mem::replace(&mut fired, true) {
+                return;
+            }
+            let mut opened = journal_file::open_journal(&home, NOW).unwrap();
+            let failed = [
+                Event::BaseBackupStarted {
+                    directory: pending,
+                    at: NOW,
+                },
+                Event::BaseBackupFailed {
+                    directory: pending,
+                    output: "pg_basebackup: error: connection refused".into(),
+                    at: NOW,
+                },
+            ];
+            opened.append(&failed, NOW).unwrap();
+            crate::effects::base_backup::remove_failed_directory(&home, pending).unwrap();
+            let removed = Event::DirectoryRemoved {
+                directory: pending,
+                at: NOW,
+            };
+            opened.append(&[removed], NOW).unwrap();
+        };
+        let second = scratch.0.join("000000010000000000000002");
+        fs::write(&second, segment_bytes(1 << 20, 2)).unwrap();
+        let outcome = archive_wal_hooked(
+            &home,
+            &single_threaded(),
+            &second,
+            NOW.plus_millis(1),
+            Some(&mut sync_fails_the_base_backup),
+        )
+        .unwrap();
+        assert!(fired);
+        assert_eq!(outcome.stored_in, vec![current]);
+        assert!(
+            !home.directory_path(pending).exists(),
+            "a removed pending directory came back"
+        );
+    }
+
+    #[test]
+    fn a_segment_larger_than_a_window_is_several_frames_each_with_its_size_and_checksum() {
+        let scratch = ScratchDirectory::new("wal-archive-windows");
+        let home = home_in(&scratch);
+        let source = scratch.0.join("000000010000000000000002");
+        let bytes = segment_bytes(2 * COMPRESS_WINDOW_BYTES, 9);
+        fs::write(&source, &bytes).unwrap();
+        let outcome = archive_wal(&home, &single_threaded(), &source, NOW).unwrap();
+        let stored = home
+            .directory_path(outcome.stored_in[0])
+            .join("pg_wal/000000010000000000000002.zst");
+        let file = fs::read(&stored).unwrap();
+        // The first frame holds exactly one window; the decoder concatenates both (S-2.2).
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&file).ok(),
+            Some(Some(COMPRESS_WINDOW_BYTES as u64))
+        );
+        let first_frame = zstd::zstd_safe::find_frame_compressed_size(&file).unwrap();
+        assert!(first_frame < file.len());
+        for frame in [&file[..first_frame], &file[first_frame..]] {
+            assert_ne!(frame[4] & 0b100, 0, "checksum flag");
+        }
+        assert_eq!(zstd::decode_all(&file[..]).unwrap(), bytes);
+        assert_eq!(
+            stored_content_bytes(&stored).unwrap(),
+            Some(bytes.len() as u64)
+        );
+        // A frame cut short is no size at all.
+        let cut = scratch.0.join("cut.zst");
+        fs::write(&cut, &file[..file.len() - 1]).unwrap();
+        assert_eq!(stored_content_bytes(&cut).unwrap(), None);
+        // And the retry compares all of it.
+        let again = archive_wal(&home, &single_threaded(), &source, NOW.plus_millis(1)).unwrap();
+        assert!(again.already_present);
+    }
+
+    #[test]
+    fn a_file_changed_while_it_was_read_is_refused() {
+        let scratch = ScratchDirectory::new("wal-archive-changed");
+        let home = home_in(&scratch);
+        let source = scratch.0.join("000000010000000000000003");
+        fs::write(&source, segment_bytes(1 << 20, 3)).unwrap();
+        let input = read_input(&source).unwrap();
+        // Another writer appends after the open (PostgreSQL never does; a stray program may).
+        let mut writer = fs::OpenOptions::new().append(true).open(&source).unwrap();
+        writer.write_all(b"more").unwrap();
+        let error = compress(&home, &single_threaded(), &input).err().unwrap();
+        assert!(
+            matches!(error, ArchiveError::ChangedWhileRead { .. }),
+            "{error}"
+        );
     }
 }
