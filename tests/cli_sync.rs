@@ -56,13 +56,16 @@ impl Fixture {
         private(&data);
         fs::write(data.join("PG_VERSION"), "17\n").unwrap();
         let fixture = Fixture { root, pgbak, out };
-        // Succeeds unless $TEST_OUT/basebackup-failures says how many calls fail first.
+        // Succeeds unless $TEST_OUT/basebackup-failures says how many calls fail first; a
+        // failure prints $TEST_OUT/basebackup-error, else a server that refuses the backup.
         let program = fixture.executable(
             &fixture.root.join("fake_pg_basebackup.sh"),
             "n=$(cat \"$TEST_OUT/basebackups\" 2>/dev/null || echo 0); n=$((n+1))\n\
              echo $n > \"$TEST_OUT/basebackups\"\n\
              if [ $n -le \"$(cat \"$TEST_OUT/basebackup-failures\" 2>/dev/null || echo 0)\" ]; then\n\
-             echo 'pg_basebackup: error: connection to server failed: Connection refused' >&2\n\
+             cat \"$TEST_OUT/basebackup-error\" >&2 2>/dev/null || echo 'pg_basebackup: error: \
+             could not initiate base backup: ERROR:  number of requested standby connections \
+             exceeds max_wal_senders (currently 0)' >&2\n\
              exit 1\nfi\n\
              exec tar -C \"$TEST_OUT/../data\" -cf - .\n",
         );
@@ -784,7 +787,7 @@ fn a_failed_base_backup_is_recorded_its_directory_removed_and_retried() {
         })
         .unwrap_or_else(|| panic!("no BaseBackupFailed: {events:#?}"));
     assert_eq!(failed.0, first);
-    assert!(failed.1.contains("Connection refused"), "{}", failed.1);
+    assert!(failed.1.contains("max_wal_senders"), "{}", failed.1);
     assert!(events.iter().any(
         |event| matches!(event, Event::DirectoryRemoved { directory, .. } if *directory == first)
     ));
@@ -1295,4 +1298,58 @@ fn entry_made_in_pgbak(line: &str, pgbak: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// S-6.6: with everything shipped and the server stopped, a base backup that cannot reach the
+/// server ends the sync instead of retrying forever; `wait` (the seed's `ExecStopPost`) returns
+/// 0 and names the overdue base backup; a foreground `sync` says it could not take it.
+#[test]
+fn a_base_backup_that_cannot_reach_the_server_ends_the_sync_and_wait_returns_0() {
+    let fixture = Fixture::with_config(
+        "unreachable",
+        "[base]\nretry_delay_min_seconds = 1\nretry_delay_max_seconds = 1\n",
+    );
+    fixture.script("exit 0\n");
+    fixture.archive();
+    let first = fixture.run(&["sync"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    // From now on the server is down.
+    fs::write(fixture.out.join("basebackup-failures"), "1000\n").unwrap();
+    fs::write(
+        fixture.out.join("basebackup-error"),
+        "pg_basebackup: error: connection to server on socket \"/run/postgresql/.s.PGSQL.5432\" \
+         failed: No such file or directory\n\tIs the server running locally and accepting \
+         connections?\n",
+    )
+    .unwrap();
+    let mut sync = fixture.spawn("sync-base", &["sync", "--base"]);
+    let status = fixture.wait_exit_within(&mut sync, "sync-base", Duration::from_secs(30));
+    let stderr = fixture.stderr_of("sync-base");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the base backup cannot reach the server") && stderr.contains("hint: "),
+        "{stderr}"
+    );
+    assert!(fixture.kinds().contains(&"BaseBackupServerUnreachable"));
+    let wait = fixture.run(&["wait", "5"]);
+    let stderr = text(&wait.stderr);
+    assert_eq!(wait.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("a base backup is overdue") && stderr.contains("could not be reached"),
+        "{stderr}"
+    );
+    // The next sync (as a `wal` starts it) retries once the backoff has passed, and a server
+    // that is back makes it succeed.
+    fs::write(fixture.out.join("basebackup-failures"), "0\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1_100));
+    let again = fixture.run(&["sync"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        fixture
+            .kinds()
+            .iter()
+            .filter(|kind| **kind == "BaseBackupFinished")
+            .count(),
+        2
+    );
 }
