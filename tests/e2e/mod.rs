@@ -23,7 +23,7 @@ pub const BIN: &str = "/usr/lib/postgresql/15/bin";
 /// rarely collide; `pg_ctl start` fails loudly if one does.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
-fn next_port() -> u16 {
+pub fn next_port() -> u16 {
     let base = 40_000 + (std::process::id() % 1_000) as u16 * 10;
     let _ = NEXT_PORT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
     NEXT_PORT.fetch_add(1, Ordering::SeqCst)
@@ -314,20 +314,32 @@ impl Cluster {
         sql_on(&self.socket, self.port, statement)
     }
 
-    /// `pg_switch_wal()`, then waits until PostgreSQL's archiver reports the switched segment
-    /// archived (archiving is asynchronous: `pgbak wait` right after the switch would find
+    /// `pg_switch_wal()`, then waits until PostgreSQL's archiver has archived the switched
+    /// segment (archiving is asynchronous: `pgbak wait` right after the switch would find
     /// nothing archived yet, which is "done"). Returns the segment's name. The limit is
     /// generous: after three failed attempts PostgreSQL's archiver pauses for 60 s.
     pub fn switch_wal_and_wait_archived(&self) -> String {
+        self.switch_wal_and_wait_archived_within(300)
+    }
+
+    /// [`Cluster::switch_wal_and_wait_archived`] with its own limit.
+    pub fn switch_wal_and_wait_archived_within(&self, seconds: u32) -> String {
         let segment = self.sql("select pg_walfile_name(pg_switch_wal())");
-        for _ in 0..3000 {
-            let archived = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-            if archived.as_str() >= segment.as_str() {
-                return segment;
+        self.wait_archived(&segment, seconds);
+        segment
+    }
+
+    /// Waits until PostgreSQL has archived the WAL file `name` (see [`archived_by_server`]);
+    /// panics after `seconds`.
+    pub fn wait_archived(&self, name: &str, seconds: u32) {
+        let pg_wal = self.data.join("pg_wal");
+        for _ in 0..seconds * 10 {
+            if archived_by_server(&pg_wal, name) {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("segment {segment} not archived within 300 s");
+        panic!("WAL file {name} not archived within {seconds} s");
     }
 
     /// SIGKILLs every process of this cluster except its PostgreSQL servers (which `pg_ctl`
@@ -374,6 +386,18 @@ impl Cluster {
         }
         eprintln!("--- sync.log ---\n{}", read(&self.pgbak.join("sync.log")));
     }
+}
+
+/// Whether the server whose WAL directory is `pg_wal` has archived the WAL file `name`:
+/// PostgreSQL renames `archive_status/NAME.ready` to `NAME.done` once `archive_command`
+/// succeeded, and removes or recycles a segment together with its `.done` file only after
+/// that (never one still `.ready`). `pg_stat_archiver.last_archived_wal` is no substitute: it
+/// names whatever was archived last, e.g. the backup history file of an earlier segment
+/// (`…03.00157EE0.backup` sorts before `…04`), and a crash resets it.
+pub fn archived_by_server(pg_wal: &Path, name: &str) -> bool {
+    let status = pg_wal.join("archive_status");
+    status.join(format!("{name}.done")).exists()
+        || (!status.join(format!("{name}.ready")).exists() && !pg_wal.join(name).exists())
 }
 
 pub fn sql_on(socket: &Path, port: u16, statement: &str) -> String {
