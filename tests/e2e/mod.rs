@@ -23,7 +23,7 @@ pub const BIN: &str = "/usr/lib/postgresql/15/bin";
 /// rarely collide; `pg_ctl start` fails loudly if one does.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
-fn next_port() -> u16 {
+pub fn next_port() -> u16 {
     let base = 40_000 + (std::process::id() % 1_000) as u16 * 10;
     let _ = NEXT_PORT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
     NEXT_PORT.fetch_add(1, Ordering::SeqCst)
@@ -185,6 +185,63 @@ impl Cluster {
         cluster
     }
 
+    /// A streaming standby of `primary` (`pg_basebackup -R` from it, as the server user), with
+    /// its own directory, port and socket directory. It keeps what the copy brought along:
+    /// `archive_mode = on` and the same `archive_command` (the primary's copy of pgbak), and it
+    /// shares the primary's `$PGBAK`; `start` puts PGHOST/PGPORT of the standby itself in its
+    /// environment, so once promoted, the sync its archiving starts takes base backups from it.
+    /// (A standby does not archive until it is promoted: `archive_mode = on`, not `always`.)
+    pub fn standby_of(primary: &Cluster, label: &str) -> Cluster {
+        let root = PathBuf::from(format!("/tmp/pgbak-e2e-{label}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let socket = root.join("socket");
+        fs::create_dir_all(&socket).unwrap();
+        fs::create_dir_all(root.join("out")).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        chown_to_server_user(&root);
+        let data = root.join("data");
+        run_ok(
+            as_server_user(&format!("{BIN}/pg_basebackup"))
+                .arg("-h")
+                .arg(&primary.socket)
+                .args(["-p", &primary.port.to_string(), "-U", "postgres", "-D"])
+                .arg(&data)
+                .args(["-R", "-X", "stream", "--checkpoint=fast"]),
+        );
+        let port = next_port();
+        // Later lines win: the copied postgresql.conf names the primary's port and socket.
+        let mut conf = fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            conf,
+            "port = {port}\nunix_socket_directories = '{}'",
+            socket.display()
+        )
+        .unwrap();
+        Cluster {
+            root,
+            data,
+            pgbak: primary.pgbak.clone(),
+            socket,
+            port,
+            binary: primary.binary.clone(),
+            running: false,
+        }
+    }
+
+    /// `pg_ctl promote`, waiting until the server has left recovery (a new timeline).
+    pub fn promote(&self) {
+        run_ok(
+            as_server_user(&format!("{BIN}/pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-w", "promote"]),
+        );
+    }
+
     /// `pgbak ARGS` as the server user with this cluster's environment.
     pub fn pgbak_command(&self, args: &[&str]) -> Command {
         let mut command = as_server_user("env");
@@ -314,20 +371,32 @@ impl Cluster {
         sql_on(&self.socket, self.port, statement)
     }
 
-    /// `pg_switch_wal()`, then waits until PostgreSQL's archiver reports the switched segment
-    /// archived (archiving is asynchronous: `pgbak wait` right after the switch would find
+    /// `pg_switch_wal()`, then waits until PostgreSQL's archiver has archived the switched
+    /// segment (archiving is asynchronous: `pgbak wait` right after the switch would find
     /// nothing archived yet, which is "done"). Returns the segment's name. The limit is
     /// generous: after three failed attempts PostgreSQL's archiver pauses for 60 s.
     pub fn switch_wal_and_wait_archived(&self) -> String {
+        self.switch_wal_and_wait_archived_within(300)
+    }
+
+    /// [`Cluster::switch_wal_and_wait_archived`] with its own limit.
+    pub fn switch_wal_and_wait_archived_within(&self, seconds: u32) -> String {
         let segment = self.sql("select pg_walfile_name(pg_switch_wal())");
-        for _ in 0..3000 {
-            let archived = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-            if archived.as_str() >= segment.as_str() {
-                return segment;
+        self.wait_archived(&segment, seconds);
+        segment
+    }
+
+    /// Waits until PostgreSQL has archived the WAL file `name` (see [`archived_by_server`]);
+    /// panics after `seconds`.
+    pub fn wait_archived(&self, name: &str, seconds: u32) {
+        let pg_wal = self.data.join("pg_wal");
+        for _ in 0..seconds * 10 {
+            if archived_by_server(&pg_wal, name) {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("segment {segment} not archived within 300 s");
+        panic!("WAL file {name} not archived within {seconds} s");
     }
 
     /// SIGKILLs every process of this cluster except its PostgreSQL servers (which `pg_ctl`
@@ -374,6 +443,18 @@ impl Cluster {
         }
         eprintln!("--- sync.log ---\n{}", read(&self.pgbak.join("sync.log")));
     }
+}
+
+/// Whether the server whose WAL directory is `pg_wal` has archived the WAL file `name`:
+/// PostgreSQL renames `archive_status/NAME.ready` to `NAME.done` once `archive_command`
+/// succeeded, and removes or recycles a segment together with its `.done` file only after
+/// that (never one still `.ready`). `pg_stat_archiver.last_archived_wal` is no substitute: it
+/// names whatever was archived last, e.g. the backup history file of an earlier segment
+/// (`…03.00157EE0.backup` sorts before `…04`), and a crash resets it.
+pub fn archived_by_server(pg_wal: &Path, name: &str) -> bool {
+    let status = pg_wal.join("archive_status");
+    status.join(format!("{name}.done")).exists()
+        || (!status.join(format!("{name}.ready")).exists() && !pg_wal.join(name).exists())
 }
 
 pub fn sql_on(socket: &Path, port: u16, statement: &str) -> String {
@@ -466,6 +547,69 @@ pub fn restore_and_query(
         "postgres --single failed: {}",
         String::from_utf8_lossy(&single.stderr)
     );
+    // Stops the restored server also when the query panics; otherwise it outlives the test.
+    let _stop = start_restored(target, socket, port);
+    sql_on(socket, port, query)
+}
+
+/// Restores `backup` (a backup directory) by archive recovery into `target`: `base.tzst`
+/// extracted, `recovery.signal`, and in `postgresql.auto.conf`
+/// `restore_command = 'zstd -dqf BACKUP/pg_wal/%f.zst -o %p'` and
+/// `recovery_target_timeline = 'latest'` — the recipe for a directory whose WAL spans
+/// timelines (S-4.7), which the seed's recipe replays only along the first. Starts it on
+/// `port`, waits until recovery has ended (zstd's exit 1 for the first file not there is the
+/// end of the archive), runs `query`, stops it, and returns the query's output.
+pub fn restore_by_archive_recovery_and_query(
+    backup: &Path,
+    target: &Path,
+    socket: &Path,
+    port: u16,
+    query: &str,
+) -> String {
+    let _ = fs::remove_dir_all(target);
+    run_ok(as_server_user("mkdir").args(["-m700"]).arg(target));
+    run_ok(
+        as_server_user("tar")
+            .arg("-C")
+            .arg(target)
+            .arg("-xf")
+            .arg(backup.join("base.tzst")),
+    );
+    fs::write(target.join("recovery.signal"), "").unwrap();
+    let mut auto_conf = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(target.join("postgresql.auto.conf"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(
+        auto_conf,
+        "restore_command = 'zstd -dqf {}/pg_wal/%f.zst -o %p'\n\
+         recovery_target_timeline = 'latest'",
+        backup.display()
+    )
+    .unwrap();
+    drop(auto_conf);
+    chown_to_server_user(target);
+    let _stop = start_restored(target, socket, port);
+    let mut in_recovery = String::new();
+    for _ in 0..1200 {
+        in_recovery = sql_on(socket, port, "select pg_is_in_recovery()");
+        if in_recovery == "f" {
+            return sql_on(socket, port, query);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = fs::read_to_string(target.with_extension("log")).unwrap_or_default();
+    panic!(
+        "archive recovery of {} did not end within 120 s ({in_recovery}): {log}",
+        backup.display()
+    );
+}
+
+/// Starts a restored data directory on `port` (archiving off: it must not write into the
+/// `$PGBAK` it came from), logging next to it; stops it when the guard is dropped.
+fn start_restored(target: &Path, socket: &Path, port: u16) -> StopServerOnDrop {
     let log = target.with_extension("log");
     run_ok(
         as_server_user(&format!("{BIN}/pg_ctl"))
@@ -480,9 +624,7 @@ pub fn restore_and_query(
             ))
             .args(["-w", "start"]),
     );
-    // Stops the restored server also when the query panics; otherwise it outlives the test.
-    let _stop = StopServerOnDrop(target.to_path_buf());
-    sql_on(socket, port, query)
+    StopServerOnDrop(target.to_path_buf())
 }
 
 /// Stops the server of a data directory (fast mode) when dropped; harmless if it is stopped.
