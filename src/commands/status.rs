@@ -284,8 +284,11 @@ fn directory_report(
     let shipped_version = directory.shipped.map_or(0, |s| s.version);
     let mut wal_gaps = Vec::new();
     let timelines = state.timelines.get(&name).copied();
+    // A problem only while the current directory spans a switch: its base backup is due, and
+    // until it finishes the newest restorable state needs archive recovery. A sealed directory
+    // that spans timelines keeps the note on its own line below, for whoever restores it.
     if let Some(span) = timelines.filter(|span| span.spans_timelines())
-        && directory.phase != DirectoryPhase::Failed
+        && directory.phase == DirectoryPhase::Current
     {
         problems.push(Problem {
             code: "spans_timelines",
@@ -293,15 +296,8 @@ fn directory_report(
                 "{name} spans timelines {} to {}: restore it by archive recovery \
                  (recovery.signal, restore_command and recovery_target_timeline = 'latest'; \
                  see the README, \"Restoring\"), not by decompressing its WAL into pg_wal, which \
-                 replays only timeline {}{}",
-                span.lowest,
-                span.highest,
-                span.lowest,
-                if directory.phase == DirectoryPhase::Current {
-                    "; a base backup on the new timeline is due"
-                } else {
-                    ""
-                }
+                 replays only timeline {}; a base backup on the new timeline is due",
+                span.lowest, span.highest, span.lowest,
             ),
         });
     }
