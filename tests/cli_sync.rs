@@ -808,7 +808,7 @@ fn a_failed_base_backup_is_recorded_its_directory_removed_and_retried() {
     assert!(
         fixture
             .sync_log()
-            .contains("[pg_basebackup] pg_basebackup: error: connection to server failed"),
+            .contains("[pg_basebackup] pg_basebackup: error: could not initiate base backup"),
         "{}",
         fixture.sync_log()
     );
@@ -1351,5 +1351,45 @@ fn a_base_backup_that_cannot_reach_the_server_ends_the_sync_and_wait_returns_0()
             .filter(|kind| **kind == "BaseBackupFinished")
             .count(),
         2
+    );
+}
+
+/// S-6.4: `status` shows `$PGBAK/current` as it is on disk, and a link pointed elsewhere by
+/// hand is a problem that the next sync repairs.
+#[test]
+fn a_current_link_pointed_elsewhere_is_reported_and_pointed_back_by_the_next_sync() {
+    let fixture = Fixture::new("link");
+    fixture.script("exit 0\n");
+    let first = fixture.archive()[0];
+    let output = fixture.run(&["sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let link = fixture.pgbak.join("current");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new(&first.to_string()));
+
+    fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    let status = fixture.status_json();
+    assert_eq!(status["current_link"], "/etc", "{status}");
+    let problems = status["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem["code"] == "current_link_wrong"),
+        "{status}"
+    );
+
+    let output = fixture.run(&["force-sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new(&first.to_string()));
+    assert!(fixture.kinds().contains(&"CurrentLinkObserved"));
+    let status = fixture.status_json();
+    assert_eq!(status["current_link"], first.to_string(), "{status}");
+    assert!(
+        !status["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|problem| problem["code"] == "current_link_wrong"),
+        "{status}"
     );
 }
