@@ -43,6 +43,7 @@
 use crate::effects::environment::PgbakHome;
 use crate::effects::journal_file;
 use crate::effects::lock::{LockError, LockFile, LockGuard, LockKind, LockRange, Wait};
+use crate::effects::regular_file::{NON_BLOCKING_OPEN_FLAGS, require_regular};
 use crate::machine::{Event, SyncStopReason};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::fs::File;
@@ -164,12 +165,16 @@ impl SyncLog {
 
 impl LogFile {
     fn reopen(&mut self) {
+        // Non-blocking and no symlinks (S-7.1): a FIFO named sync.log would block a plain
+        // open for writing until a reader came, stopping the sync before it starts.
         let opened = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .mode(SYNC_LOG_MODE)
+            .custom_flags(NON_BLOCKING_OPEN_FLAGS | nix::libc::O_NOFOLLOW)
             .open(&self.path)
             .and_then(|file| {
+                require_regular(&file)?;
                 // The umask may have narrowed the mode; S-1.3 wants exactly 0600.
                 file.set_permissions(std::fs::Permissions::from_mode(SYNC_LOG_MODE))?;
                 let bytes = file.metadata()?.len();
