@@ -128,7 +128,8 @@ fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             });
         }
         Command::Status { json, journal } => {
-            let home = PgbakHome::from_process_environment()?;
+            // Strict modes (S-1.5) are reported by status, not refused: it runs nothing.
+            let home = PgbakHome::for_status_from_process_environment()?;
             let format = if json {
                 commands::status::Format::Json
             } else if journal {

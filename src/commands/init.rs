@@ -9,19 +9,28 @@
 //!   anything, above all not a `scripts/backup` the operator has edited.
 //! - Everything created is private (S-1.3: directories 0700, the script 0700) and durable (each
 //!   new entry's directory is fsynced), whatever the umask.
+//! - An existing `$PGBAK` gets mode 0700 (S-1.5), and the report says so with the mode it had:
+//!   `init` is the one command that repairs strict modes instead of refusing. What else strict
+//!   modes find (`config.toml`, `scripts/`, a script) is printed as a warning with the command
+//!   that repairs it, and left alone: those are the operator's files, and one may belong to a
+//!   user only root can take it from.
 //! - `config.toml` is not written: every key has a default (S-7), and a file full of copied
 //!   defaults would hide which settings the operator actually chose. The keys are printed.
 //! - The journal (`pgbak.lock`) is created (or opened, and repaired if it needs it) last, so a
 //!   crash before it leaves a directory the next `init` completes.
 
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::Context;
 
 use crate::effects::config::documented_keys;
-use crate::effects::durable::{self, DirectoryCreation, Existing, WriteOutcome};
+use crate::effects::durable::{
+    self, DirectoryCreation, Existing, PRIVATE_DIRECTORY_MODE, WriteOutcome,
+};
 use crate::effects::environment::{BACKUP_SCRIPT_NAME, EnvironmentError, PgbakHome, UserIdentity};
+use crate::effects::strict_modes;
 
 /// The template's mode: private and executable by the owner (S-1.3).
 pub const BACKUP_SCRIPT_MODE: u32 = 0o700;
@@ -101,27 +110,48 @@ pub fn run_with_program(
     Ok(())
 }
 
-/// One line of the report: a path and whether `init` created it.
+/// What `init` did to one path, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Created,
+    AlreadyPresent,
+    /// An existing `$PGBAK` whose mode was changed to 0700; the mode it had.
+    ModeSet {
+        previous_mode: u32,
+    },
+}
+
+/// One line of the report: a path and what `init` did to it.
 struct Step {
     path: String,
-    created: bool,
+    done: Done,
     note: &'static str,
+}
+
+fn done(creation: DirectoryCreation) -> Done {
+    match creation {
+        DirectoryCreation::Created => Done::Created,
+        DirectoryCreation::AlreadyPresent => Done::AlreadyPresent,
+    }
 }
 
 fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
     let mut steps = Vec::new();
     check_parent_is_writable(home)?;
-    let pgbak_created = durable::create_private_directory(&home.path)?;
+    let pgbak_done = match durable::create_private_directory(&home.path)? {
+        DirectoryCreation::Created => Done::Created,
+        DirectoryCreation::AlreadyPresent => make_pgbak_private(home)?,
+    };
     steps.push(Step {
         path: home.path.display().to_string(),
-        created: pgbak_created == DirectoryCreation::Created,
+        done: pgbak_done,
         note: "",
     });
     for directory in [home.scripts_path(), home.conflicts_path()] {
         let outcome = durable::create_private_directory(&directory)?;
         steps.push(Step {
             path: directory.display().to_string(),
-            created: outcome == DirectoryCreation::Created,
+            done: done(outcome),
             note: "",
         });
     }
@@ -134,7 +164,11 @@ fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
     )?;
     steps.push(Step {
         path: home.backup_script_path().display().to_string(),
-        created: script == WriteOutcome::Created,
+        done: if script == WriteOutcome::Created {
+            Done::Created
+        } else {
+            Done::AlreadyPresent
+        },
         note: match script {
             WriteOutcome::Created => " (the template: edit it, see below)",
             WriteOutcome::KeptExisting => " (left unchanged)",
@@ -146,7 +180,11 @@ fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
         crate::effects::journal_file::open_journal(home, crate::effects::journal_file::now())?;
     steps.push(Step {
         path: lock_path.display().to_string(),
-        created: !journal_existed,
+        done: if journal_existed {
+            Done::AlreadyPresent
+        } else {
+            Done::Created
+        },
         note: match &opened.report.repair {
             Some(crate::journal::Repair::TailCut { .. }) => {
                 " (the journal; a torn last record was cut off)"
@@ -158,6 +196,25 @@ fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
         },
     });
     Ok(steps)
+}
+
+/// S-1.5 (and S-1.3): an existing `$PGBAK` gets exactly mode 0700, durably (the directory's
+/// inode is fsynced). Returns what was done, for the report.
+fn make_pgbak_private(home: &PgbakHome) -> anyhow::Result<Done> {
+    let previous_mode = std::fs::metadata(&home.path)
+        .with_context(|| format!("stat {}", home.path.display()))?
+        .mode()
+        & 0o7777;
+    if previous_mode == PRIVATE_DIRECTORY_MODE {
+        return Ok(Done::AlreadyPresent);
+    }
+    std::fs::set_permissions(
+        &home.path,
+        std::fs::Permissions::from_mode(PRIVATE_DIRECTORY_MODE),
+    )
+    .with_context(|| format!("chmod 0700 {}", home.path.display()))?;
+    durable::fsync_directory(&home.path)?;
+    Ok(Done::ModeSet { previous_mode })
 }
 
 /// Refuses early, with a hint, when `$PGBAK` is missing and its parent is not writable for
@@ -194,18 +251,29 @@ fn print_report(
 
     writeln!(out, "pgbak init: PGBAK={pgbak}")?;
     for step in steps {
-        let status = if step.created {
-            "created"
-        } else {
-            "already present"
+        let (status, note) = match step.done {
+            Done::Created => ("created", step.note.to_string()),
+            Done::AlreadyPresent => ("already present", step.note.to_string()),
+            Done::ModeSet { previous_mode } if previous_mode & 0o022 != 0 => (
+                "mode set to 0700",
+                format!(" (it was {previous_mode:04o}: others could write it)"),
+            ),
+            Done::ModeSet { previous_mode } => {
+                ("mode set to 0700", format!(" (it was {previous_mode:04o})"))
+            }
         };
-        writeln!(out, "  {status:<16} {}{}", step.path, step.note)?;
+        writeln!(out, "  {status:<16} {}{note}", step.path)?;
     }
     writeln!(
         out,
         "  {:<16} config.toml is optional: every key has a default (listed below)",
         "not written"
     )?;
+    // What S-1.5 still finds after init: the operator's files, left for the operator.
+    for insecurity in strict_modes::inspect(home) {
+        writeln!(out, "\nWarning: {insecurity}")?;
+        writeln!(out, "To repair: {}", insecurity.repair())?;
+    }
     if home.owner_uid == 0 {
         writeln!(
             out,
@@ -338,10 +406,8 @@ fn systemd_word(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::effects::durable::PRIVATE_DIRECTORY_MODE;
     use crate::effects::environment::locate_for_init;
     use std::fs;
-    use std::os::unix::fs::MetadataExt;
 
     use crate::test_support::ScratchDirectory;
 
@@ -425,6 +491,7 @@ mod tests {
     #[test]
     fn an_existing_empty_pgbak_gets_the_layout_and_a_symlinked_script_is_kept() {
         let scratch = ScratchDirectory::new("existing");
+        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o700)).unwrap();
         fs::create_dir(scratch.0.join("scripts")).unwrap();
         std::os::unix::fs::symlink("/bin/true", scratch.0.join("scripts/backup")).unwrap();
         let report = init(&scratch.0);
@@ -432,12 +499,33 @@ mod tests {
             report.contains(&format!("  already present  {}\n", scratch.0.display())),
             "{report}"
         );
+        assert!(!report.contains("To repair:"), "{report}");
         assert!(report.contains(&format!(
             "  created          {}/conflicts\n",
             scratch.0.display()
         )));
         let link = fs::read_link(scratch.0.join("scripts/backup")).unwrap();
         assert_eq!(link, Path::new("/bin/true"));
+    }
+
+    #[test]
+    fn an_existing_pgbak_gets_mode_0700_and_the_report_names_the_old_mode() {
+        let scratch = ScratchDirectory::new("existing-mode");
+        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o750)).unwrap();
+        let report = init(&scratch.0);
+        assert_eq!(mode_of(&scratch.0), 0o700);
+        assert!(
+            report.contains(&format!(
+                "  mode set to 0700 {} (it was 0750)\n",
+                scratch.0.display()
+            )),
+            "{report}"
+        );
+        let report = init(&scratch.0);
+        assert!(
+            report.contains(&format!("  already present  {}\n", scratch.0.display())),
+            "{report}"
+        );
     }
 
     #[test]

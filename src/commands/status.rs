@@ -7,13 +7,16 @@
 //! look at the tree, and both renderings print that same report, so they never disagree.
 //! Opening the journal may repair it (cut a torn tail, rebuild from the tree); the repair is
 //! recorded in the journal and reported. An unused `$PGBAK` (no journal bytes, no backup
-//! directory) is reported as empty and left untouched.
+//! directory) is reported as empty and left untouched. Strict modes (S-1.5) are reported as
+//! `insecure_permissions` problems, first, instead of refused: status runs nothing from
+//! `$PGBAK`, and an operator needs it most when something is wrong.
 
 use crate::effects::base_progress;
 use crate::effects::config;
 use crate::effects::environment::PgbakHome;
 use crate::effects::journal_file::{self, OpenedJournal};
 use crate::effects::lock::LockRange;
+use crate::effects::strict_modes;
 use crate::effects::tree_scan::{self, BASE_FILE_NAME};
 use crate::effects::wal_archive;
 use crate::journal::{Record, StopKind};
@@ -760,6 +763,13 @@ pub fn build_report(
     let empty = State::default();
     let state = opened.map_or(&empty, |o| o.journal.state());
     let mut problems = Vec::new();
+    // First: while any of these stands, `wal` and `sync` refuse to run (S-1.5).
+    for insecurity in strict_modes::inspect(home) {
+        problems.push(Problem {
+            code: "insecure_permissions",
+            message: format!("{insecurity}; to repair: {}", insecurity.repair()),
+        });
+    }
     let journal = opened.map(|o| journal_report(o, state, &mut problems));
     let sync_lock_held = match opened {
         Some(o) => o.lock_file.is_locked_by_other(LockRange::Sync)?,

@@ -1,5 +1,5 @@
-//! How far a running base backup has got, for `pgbak status` (issue 4: "status shows a running
-//! base backup with its start and the bytes written so far").
+//! How far a running base backup has got, for `pgbak status` (S-6.4: the base backup, running
+//! or due; a running one is shown with its start and the bytes written so far).
 //!
 //! Owns: `$PGBAK/base-backup.progress` ([`PROGRESS_FILE_NAME`]), [`ProgressFile`] (the sync's
 //! writing end) and [`read_progress`] (status's reading end).
@@ -26,10 +26,16 @@ use std::time::{Duration, Instant};
 
 use crate::effects::durable::PRIVATE_FILE_MODE;
 use crate::effects::environment::PgbakHome;
+use crate::effects::regular_file::{
+    NON_BLOCKING_OPEN_FLAGS, Symlinks, read_capped, require_regular,
+};
 use crate::timestamp::DirectoryName;
 
 /// The file's name in `$PGBAK`.
 pub const PROGRESS_FILE_NAME: &str = "base-backup.progress";
+
+/// The most `status` reads of the file: the line is under 64 bytes.
+const PROGRESS_FILE_MAX_BYTES: u64 = 4096;
 
 /// How often the count is rewritten at most: status is read by people and polls.
 const UPDATE_INTERVAL: Duration = Duration::from_secs(1);
@@ -60,13 +66,19 @@ impl ProgressFile {
     /// Creates (or truncates a stale) progress file for `directory`, with a count of 0.
     pub fn create(home: &PgbakHome, directory: DirectoryName) -> io::Result<ProgressFile> {
         let path = home.path.join(PROGRESS_FILE_NAME);
+        // Non-blocking and no symlinks (S-7.1): a FIFO left here must not stop the base
+        // backup (a blocking open for writing waits for a reader forever), and a symlink
+        // must not make the sync truncate a file elsewhere.
         let file = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
             .mode(PRIVATE_FILE_MODE)
-            .custom_flags(nix::libc::O_CLOEXEC)
+            .custom_flags(NON_BLOCKING_OPEN_FLAGS | nix::libc::O_NOFOLLOW)
             .open(&path)?;
+        // Truncate only once it is known to be a regular file: ftruncate on anything else
+        // fails or means something else.
+        require_regular(&file)?;
+        file.set_len(0)?;
         let mut progress = ProgressFile {
             path,
             file,
@@ -108,8 +120,17 @@ impl Drop for ProgressFile {
 
 /// What `$PGBAK/base-backup.progress` says, if it exists and reads well. Never an error:
 /// progress is a nicety, and any doubt reads as "unknown".
+///
+/// The read is capped and never blocks (S-7.1): `status` must answer even when something else
+/// (a FIFO, `/dev/zero`, a symlink) stands where the sync writes this file.
 pub fn read_progress(home: &PgbakHome) -> Option<Progress> {
-    let text = std::fs::read_to_string(home.path.join(PROGRESS_FILE_NAME)).ok()?;
+    let bytes = read_capped(
+        &home.path.join(PROGRESS_FILE_NAME),
+        PROGRESS_FILE_MAX_BYTES,
+        Symlinks::Refuse,
+    )
+    .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
     let mut fields = text.split_ascii_whitespace();
     let progress = Progress {
         directory: DirectoryName::parse(fields.next()?)?,
@@ -165,6 +186,31 @@ mod tests {
         .unwrap();
         let _progress_file = ProgressFile::create(&home, directory()).unwrap();
         assert_eq!(read_progress(&home), progress(0, 0));
+    }
+
+    #[test]
+    fn a_fifo_or_dev_zero_in_its_place_reads_as_unknown_at_once_and_blocks_no_writer() {
+        let scratch = ScratchDirectory::new("progress-fifo");
+        let home = scratch.home();
+        let path = home.path.join(PROGRESS_FILE_NAME);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let reader_home = home.clone();
+        std::thread::spawn(move || {
+            let read = read_progress(&reader_home);
+            let created = ProgressFile::create(&reader_home, directory()).map(drop);
+            let _ = sender.send((read, created.is_err()));
+        });
+        let (read, create_failed) = receiver
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reading or creating the progress file blocked on a FIFO");
+        assert_eq!(read, None);
+        assert!(create_failed);
+
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        assert_eq!(read_progress(&home), None);
+        assert!(ProgressFile::create(&home, directory()).is_err());
     }
 
     #[test]

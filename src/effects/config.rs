@@ -9,6 +9,8 @@
 //!   (`min <= max` for each backoff included), so users of it need no further checks.
 //! - Unknown keys are errors, never ignored: a typo such as `max_agee` must not silently keep
 //!   the default (S-7). Every error names the file, the dotted key and, when known, the line.
+//! - Reading the file never blocks and never reads more than [`CONFIG_MAX_BYTES`] (S-7.1): a
+//!   FIFO, a device or a huge file in its place is an error naming what it is, promptly.
 //! - [`KEYS`] is the single list of keys, defaults, meanings and ranges; a test checks it
 //!   against the structs, so the README (checked against [`documented_keys`]) cannot drift.
 
@@ -20,7 +22,13 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+use crate::effects::regular_file::{ReadCappedError, Symlinks, read_capped};
 use crate::hint::OperatorHint;
+
+/// The most pgbak reads of `config.toml` (S-7.1). Every key with a comment fits in a few KiB;
+/// a MiB leaves room for any commentary while keeping `/dev/zero` or a runaway file from
+/// taking the memory of the process PostgreSQL is waiting on.
+pub const CONFIG_MAX_BYTES: u64 = 1 << 20;
 
 /// zstd's normal levels; 20..=22 ("ultra") need hundreds of MiB per worker and are left out.
 pub const COMPRESSION_LEVEL_MIN: i32 = 1;
@@ -325,6 +333,18 @@ pub enum ConfigError {
     #[error("config {}: cannot be read", .path.display())]
     Unreadable { path: PathBuf, source: io::Error },
 
+    /// A FIFO, device, socket or directory where the file should be (S-7.1).
+    #[error("config {}: is {kind}, not a regular file", .path.display())]
+    NotARegularFile { path: PathBuf, kind: &'static str },
+
+    /// Larger than [`CONFIG_MAX_BYTES`] (S-7.1); none of it was parsed.
+    #[error(
+        "config {}: is larger than {limit_bytes} bytes ({} MiB), the most pgbak reads from it",
+        .path.display(),
+        .limit_bytes >> 20
+    )]
+    TooLarge { path: PathBuf, limit_bytes: u64 },
+
     #[error("config {}: TOML syntax error{}: {message}", .path.display(), at_line(*.line))]
     Syntax {
         path: PathBuf,
@@ -388,6 +408,15 @@ impl OperatorHint for ConfigError {
                 "make {} readable by the user running pgbak, or remove it to use the defaults",
                 path.display()
             ),
+            ConfigError::NotARegularFile { path, .. } => format!(
+                "make {} a regular file (a symlink to one is fine), or remove it to use the \
+                 defaults",
+                path.display()
+            ),
+            ConfigError::TooLarge { .. } => "a config.toml needs only a few lines (every key is \
+                                             in the README): replace it, or remove it to use \
+                                             the defaults"
+                .into(),
             ConfigError::Syntax { .. } => "fix the TOML syntax; every key is optional, so an \
                                            empty or absent file means all defaults"
                 .into(),
@@ -484,15 +513,44 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Reads and checks `path`. A missing file (ENOENT) is every default; any other read failure
 /// is an error, so a file pgbak cannot read is never mistaken for "no configuration".
+///
+/// The read is [`read_capped`] (S-7.1): a FIFO, a device or a file over [`CONFIG_MAX_BYTES`]
+/// is an error at once. A symlink is followed: pointing `config.toml` at a file kept elsewhere
+/// (by configuration management, say) is a reasonable setup, and strict modes (S-1.5) check
+/// who can write the target before any command that runs programs reads it.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, path),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Config::default()),
-        Err(source) => Err(ConfigError::Unreadable {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
+    let unreadable = |source: io::Error| ConfigError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = match read_capped(path, CONFIG_MAX_BYTES, Symlinks::Follow) {
+        Ok(bytes) => bytes,
+        Err(ReadCappedError::Open(error)) if error.kind() == io::ErrorKind::NotFound => {
+            return Ok(Config::default());
+        }
+        Err(ReadCappedError::Open(source) | ReadCappedError::Read(source)) => {
+            return Err(unreadable(source));
+        }
+        Err(ReadCappedError::NotARegularFile { kind }) => {
+            return Err(ConfigError::NotARegularFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
+        Err(ReadCappedError::TooLarge { limit_bytes }) => {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                limit_bytes,
+            });
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|error| {
+        unreadable(io::Error::new(
+            io::ErrorKind::InvalidData,
+            error.utf8_error(),
+        ))
+    })?;
+    parse(&text, path)
 }
 
 /// Parses and checks the text of a configuration file; `path` is only used in messages.
@@ -864,8 +922,14 @@ mod tests {
             parse("# only a comment\n", Path::new(PATH)).unwrap(),
             Config::default()
         );
-        // A directory where the file should be is not "absent": reading it fails (EISDIR).
-        assert!(matches!(unreadable, Err(ConfigError::Unreadable { .. })));
+        // A directory where the file should be is not "absent": it is refused (S-7.1).
+        assert!(matches!(
+            unreadable,
+            Err(ConfigError::NotARegularFile {
+                kind: "a directory",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1089,6 +1153,39 @@ mod tests {
             );
             assert!(!error.hint().unwrap().contains('\n'), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_fifo_or_an_oversized_file_is_refused_with_a_one_line_message_and_hint() {
+        let scratch = crate::test_support::ScratchDirectory::new("config-special");
+        let fifo = scratch.0.join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No writer ever comes: a blocking open would never return (S-7.1).
+        let error = load(&fifo).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("config {}: is a FIFO, not a regular file", fifo.display())
+        );
+        let oversized = scratch.0.join("big.toml");
+        let comment = format!("#{}\n", "x".repeat(1023));
+        std::fs::write(&oversized, comment.repeat(1025)).unwrap();
+        let error = load(&oversized).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "config {}: is larger than 1048576 bytes (1 MiB), the most pgbak reads from it",
+                oversized.display()
+            )
+        );
+        for error in [load(&fifo).unwrap_err(), error] {
+            assert!(!error.hint().unwrap().contains('\n'));
+        }
+        let not_utf8 = scratch.0.join("latin1.toml");
+        std::fs::write(&not_utf8, b"# caf\xe9\n").unwrap();
+        assert!(matches!(
+            load(&not_utf8),
+            Err(ConfigError::Unreadable { .. })
+        ));
     }
 
     #[test]

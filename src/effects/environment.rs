@@ -1,13 +1,19 @@
-//! Finding and checking `$PGBAK`, the one directory pgbak works in (S-1.1, S-1.4).
+//! Finding and checking `$PGBAK`, the one directory pgbak works in (S-1.1, S-1.4, S-1.5).
 //!
 //! Owns: [`PgbakHome`] (the checked directory and the names of everything inside it),
-//! [`locate_pgbak`] for every command but `init`, [`locate_for_init`] for `pgbak init`, and
-//! [`EnvironmentError`] with its operator hints.
+//! [`locate_pgbak`] for the commands that archive, sync or wait, [`locate_for_status`] for
+//! `pgbak status`, [`locate_for_init`] for `pgbak init`, and [`EnvironmentError`] with its
+//! operator hints.
 //!
 //! Invariants kept:
 //! - A [`PgbakHome`] from [`locate_pgbak`] names an absolute path that was an existing directory
-//!   owned by the user pgbak runs as when it was checked (S-1.1, S-1.4). pgbak never creates
-//!   `$PGBAK` outside `pgbak init` (S-1.1), so nothing here creates anything.
+//!   owned by the user pgbak runs as when it was checked (S-1.1, S-1.4), in which nothing that
+//!   pgbak reads to decide what to run could be changed by another user (S-1.5, see
+//!   [`crate::effects::strict_modes`]). pgbak never creates `$PGBAK` outside `pgbak init`
+//!   (S-1.1), so nothing here creates anything.
+//! - Only S-1.5 is relaxed for `status` (it reports the findings as a problem, since it runs
+//!   nothing) and for `init` (which repairs the mode of `$PGBAK`); S-1.1 and S-1.4 hold for
+//!   every command.
 //! - The environment is read in exactly one place ([`PgbakHome::from_process_environment`] and
 //!   its `init` twin); the checks themselves take the value as a parameter, so tests never touch
 //!   the process environment.
@@ -18,6 +24,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::effects::strict_modes::{self, Insecurity};
 use crate::hint::OperatorHint;
 use crate::timestamp::DirectoryName;
 
@@ -57,6 +64,14 @@ impl PgbakHome {
     /// but `init` runs first. The effective uid is the one that owns the files pgbak creates.
     pub fn from_process_environment() -> Result<PgbakHome, EnvironmentError> {
         locate_pgbak(
+            std::env::var_os(PGBAK_VARIABLE),
+            nix::unistd::geteuid().as_raw(),
+        )
+    }
+
+    /// [`locate_for_status`] with the process's `PGBAK` and effective uid, for `pgbak status`.
+    pub fn for_status_from_process_environment() -> Result<PgbakHome, EnvironmentError> {
+        locate_for_status(
             std::env::var_os(PGBAK_VARIABLE),
             nix::unistd::geteuid().as_raw(),
         )
@@ -176,6 +191,12 @@ pub enum EnvironmentError {
         running: UserIdentity,
         source: io::Error,
     },
+
+    /// S-1.5: someone besides the owner can change `$PGBAK` or what pgbak runs from it. The
+    /// message names the path, its owner and its mode (see [`Insecurity`]).
+    /// Boxed: the finding is large, and every command's `Result` carries this enum.
+    #[error("{0}")]
+    Insecure(Box<Insecurity>),
 }
 
 impl OperatorHint for EnvironmentError {
@@ -230,13 +251,29 @@ impl OperatorHint for EnvironmentError {
                     path.display()
                 ),
             },
+            EnvironmentError::Insecure(insecurity) => insecurity.repair(),
         })
     }
 }
 
-/// S-1.1 and S-1.4 for every command but `init`: `PGBAK` (the variable's value, `None` when
-/// unset) must be an absolute path of an existing directory owned by `running_uid`.
+/// S-1.1, S-1.4 and S-1.5 for every command that archives, syncs or waits: `PGBAK` (the
+/// variable's value, `None` when unset) must be an absolute path of an existing directory owned
+/// by `running_uid`, and neither it nor what pgbak runs from it may be changeable by anyone
+/// else (the first such finding is the error).
 pub fn locate_pgbak(
+    env_value: Option<OsString>,
+    running_uid: u32,
+) -> Result<PgbakHome, EnvironmentError> {
+    let home = locate_for_status(env_value, running_uid)?;
+    match strict_modes::inspect(&home).into_iter().next() {
+        Some(insecurity) => Err(EnvironmentError::Insecure(Box::new(insecurity))),
+        None => Ok(home),
+    }
+}
+
+/// [`locate_pgbak`] without S-1.5, for `pgbak status`: it runs nothing from `$PGBAK`, so it
+/// reports what [`strict_modes::inspect`] finds instead of refusing to say anything.
+pub fn locate_for_status(
     env_value: Option<OsString>,
     running_uid: u32,
 ) -> Result<PgbakHome, EnvironmentError> {
@@ -365,6 +402,35 @@ mod tests {
             home.directory_path(DirectoryName(1_795_534_987)),
             scratch.0.join("20261124T154307Z")
         );
+    }
+
+    #[test]
+    fn a_writable_pgbak_is_refused_except_for_status() {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = ScratchDirectory::new("strict");
+        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o777)).unwrap();
+        let value = || Some(scratch.0.clone().into_os_string());
+        let error = locate_pgbak(value(), my_uid()).unwrap_err();
+        assert!(
+            error.to_string().starts_with(&format!(
+                "{}: writable by group and others (mode 0777",
+                scratch.0.display()
+            )),
+            "{error}"
+        );
+        assert_eq!(
+            error.hint().unwrap(),
+            format!("chmod 0700 {} (pgbak init does it)", scratch.0.display())
+        );
+        assert_eq!(
+            locate_for_status(value(), my_uid()).unwrap().path,
+            scratch.0
+        );
+        // S-1.4 still holds for status.
+        assert!(matches!(
+            locate_for_status(value(), UNKNOWN_UID),
+            Err(EnvironmentError::OwnedByAnotherUser { .. })
+        ));
     }
 
     #[test]
@@ -542,6 +608,14 @@ mod tests {
                 },
                 source: io::Error::from_raw_os_error(nix::libc::EACCES),
             },
+            EnvironmentError::Insecure(Box::new(Insecurity {
+                path: "/x".into(),
+                kind: strict_modes::EntryKind::Pgbak,
+                reason: strict_modes::Reason::Writable {
+                    mode: 0o777,
+                    owner: UserIdentity { uid: 5, name: None },
+                },
+            })),
         ];
         for error in errors {
             let hint = error.hint().unwrap();

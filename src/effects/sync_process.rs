@@ -48,6 +48,7 @@
 use crate::effects::environment::PgbakHome;
 use crate::effects::journal_file;
 use crate::effects::lock::{LockError, LockFile, LockGuard, LockKind, LockRange, Wait};
+use crate::effects::regular_file::{NON_BLOCKING_OPEN_FLAGS, require_regular};
 use crate::machine::{Event, SyncStopReason};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::fs::File;
@@ -200,11 +201,15 @@ impl SyncLog {
 
 impl LogFile {
     fn reopen(&mut self) {
+        // Non-blocking and no symlinks (S-7.1): a FIFO named sync.log would block a plain
+        // open for writing until a reader came, stopping the sync before it starts. A log
+        // created here gets its directory entry fsynced (S-3.6).
         let open = |create_new: bool| {
             std::fs::OpenOptions::new()
                 .append(true)
                 .create_new(create_new)
                 .mode(SYNC_LOG_MODE)
+                .custom_flags(NON_BLOCKING_OPEN_FLAGS | nix::libc::O_NOFOLLOW)
                 .open(&self.path)
         };
         let opened = match open(true) {
@@ -213,6 +218,7 @@ impl LogFile {
             Err(error) => Err(error),
         }
         .and_then(|file| {
+            require_regular(&file)?;
             // The umask may have narrowed the mode; S-1.3 wants exactly 0600.
             file.set_permissions(std::fs::Permissions::from_mode(SYNC_LOG_MODE))?;
             let bytes = file.metadata()?.len();
