@@ -4,7 +4,7 @@
 //!
 //! What counts as a definition (the format `docs/spec.md` follows): a line that starts with
 //! `- ` followed by the id and a space (`- S-2.3 The acknowledgement …`), or a Markdown heading
-//! line (`#`) that contains the id (`## S-2 …`, for a group of rules). A cited id is `S-`
+//! line (`#`, outside code blocks) that contains the id (`## S-2 …`, for a group of rules). A cited id is `S-`
 //! followed by numbers separated by dots, not preceded by a letter, digit or `_`.
 //!
 //! The forbidden references are assembled from pieces at run time, so this file, which is
@@ -127,8 +127,14 @@ fn line_number(text: &str, offset: usize) -> usize {
 fn defined_ids() -> BTreeMap<String, Vec<usize>> {
     let spec = fs::read_to_string(repository_root().join(SPEC_PATH)).unwrap();
     let mut defined: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut in_code_block = false;
     for (index, line) in spec.lines().enumerate() {
-        if line.starts_with('#') {
+        // A `#` inside a fenced code block (a shell script) is not a heading.
+        if line.starts_with("```") {
+            in_code_block = !in_code_block;
+        } else if in_code_block {
+            continue;
+        } else if line.starts_with('#') {
             for (_, id) in rule_ids(line) {
                 defined.entry(id).or_default().push(index + 1);
             }
