@@ -1,6 +1,6 @@
 //! pgbak: PostgreSQL backups by WAL archiving.
 //!
-//! Three layers, visible in the file tree (STYLE.md, "The shape we want"):
+//! Three layers, visible in the file tree:
 //!
 //! - [`machine`]: the pure state machine. Facts in ([`machine::Event`]), commands out
 //!   ([`machine::Action`]); `apply` and `next_actions` carry all the logic. No I/O, no clock.

@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn known_instants_print_in_s_1_2_form() {
         assert_eq!(DirectoryName(0).to_string(), "19700101T000000Z");
-        // 2026-11-24T15:43:07Z, the example in SPEC.md S-1.2.
+        // 2026-11-24T15:43:07Z, the example of S-1.2 in docs/spec.md.
         assert_eq!(DirectoryName(1_795_534_987).to_string(), "20261124T154307Z");
         assert_eq!(DirectoryName(951_782_400).to_string(), "20000229T000000Z");
         assert_eq!(

@@ -933,7 +933,7 @@ fn a_journal_rebuilt_under_a_running_sync_makes_it_start_over_from_the_rebuilt_s
     assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
 }
 
-/// Issue 4: "status shows a running base backup with its start and the bytes written so far".
+/// S-6.4: `status` shows a running base backup with its start and the bytes written so far.
 /// The count is published by the sync in `$PGBAK/base-backup.progress` and is gone afterwards.
 #[test]
 fn status_shows_the_bytes_a_running_base_backup_has_written_so_far() {

@@ -1,4 +1,4 @@
-//! End-to-end against a real PostgreSQL 15 (issue 4, scenario d): `kill -9` of the sync — during
+//! End-to-end against a real PostgreSQL 15: `kill -9` of the sync — during
 //! `pg_basebackup`, during the backup script, and at every fail point of `wal` and the sync —
 //! then the next `wal` resumes: no WAL is lost and a restore with exactly the seed's recipe
 //! equals the source.
@@ -257,7 +257,7 @@ fn kill_9_of_the_sync_during_pg_basebackup_then_the_next_wal_resumes_and_the_res
     );
     let pg_basebackup = find_pg_basebackup().unwrap().pid;
     // Streaming: it has written into the sync's pipe, and status shows the tar bytes read so
-    // far (issue 4, item 1). Not `bytes_written`: that counts compressed output, which the
+    // far (S-6.4). Not `bytes_written`: that counts compressed output, which the
     // multithreaded encoder holds back for its first job's worth of input, minutes at this
     // rate.
     poll(

@@ -1,4 +1,4 @@
-//! End-to-end against a real PostgreSQL 15 (issue 4, scenarios a and b in part): the seed's
+//! End-to-end against a real PostgreSQL 15: the seed's
 //! first-backup flow — start, `pg_switch_wal()`, a base backup is taken, `current` points at
 //! it, the backup script ran with the right cwd and both timestamps — then more writes, `wait`,
 //! and a restore with exactly the seed's recipe from `current` and from the offsite copy the

@@ -1,4 +1,4 @@
-//! End-to-end against a real PostgreSQL 15 (issue 4, scenarios e and f): what PostgreSQL's
+//! End-to-end against a real PostgreSQL 15: what PostgreSQL's
 //! archiver does around restarts and a full `$PGBAK` never duplicates, loses or tears a WAL file.
 //!
 //! e. The server crashes under pgbench load (crash recovery, the archiver restarts and re-sends

@@ -1,4 +1,4 @@
-//! End-to-end against a real PostgreSQL 15 (issue 4, scenarios b and c): under a pgbench
+//! End-to-end against a real PostgreSQL 15: under a pgbench
 //! TPC-B load, a second base backup forced mid-load with `pgbak sync --base` (S-4.2, S-4.3)
 //! leaves two restorable directories — the first sealed, the second current (S-4.1) — and
 //! `wait` exits 0 once everything archived has been shipped (S-6.3). Each directory, and the

@@ -1,4 +1,4 @@
-//! End-to-end against a real PostgreSQL 15 (issue 4, scenario g; the seed's
+//! End-to-end against a real PostgreSQL 15 (the seed's
 //! `ExecStopPost=pgbak wait 120`): after the server stops, `pgbak wait` returns the timeout
 //! status while the backup script keeps failing and is retried, and 0 once the script succeeds
 //! and everything archived has been shipped (S-6.3).

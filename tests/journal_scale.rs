@@ -5,8 +5,8 @@
 //! One append per record, as `pgbak wal` does. The file lives on tmpfs (`/dev/shm`) when there
 //! is one, where fdatasync costs nothing, so the test measures pgbak's own work rather than the
 //! disk. Ignored in debug builds (about ten times slower); `.ci/run` runs it in release with
-//! `--include-ignored`. It prints its figures; it asserts no wall-clock time (shared machines
-//! are noisy, DEVELOPERS.md).
+//! `--include-ignored`. It prints its figures; it asserts no wall-clock time (a shared or busy
+//! machine would make such an assertion fail at random).
 
 use pgbak::effects::environment::PgbakHome;
 use pgbak::effects::journal_file;

@@ -1,5 +1,5 @@
-//! The README stays true (DEVELOPERS.md, "Keep the README true"): every config key with its
-//! default, every subcommand, and every `status` problem code the code can emit appear in it.
+//! The README stays true: every config key with its default, every subcommand, and every
+//! `status` problem code the code can emit appear in it.
 
 use pgbak::effects::config::documented_keys;
 

@@ -1,5 +1,5 @@
-//! How far a running base backup has got, for `pgbak status` (S-6.4: the base backup, running
-//! or due; a running one is shown with its start and the bytes written so far).
+//! How far a running base backup has got, for `pgbak status` (S-6.4: a running base backup is
+//! shown with its start and the bytes read and written so far).
 //!
 //! Owns: `$PGBAK/base-backup.progress` ([`PROGRESS_FILE_NAME`]), [`ProgressFile`] (the sync's
 //! writing end) and [`read_progress`] (status's reading end).

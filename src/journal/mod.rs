@@ -259,7 +259,8 @@ impl fmt::Display for RebuildReason {
     }
 }
 
-/// Which storage call failed, with the offset and size it was about (STYLE.md rule 7).
+/// Which storage call failed, with the offset and size it was about: an error names what it is
+/// about, so the operator can find it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoAction {
     Length,

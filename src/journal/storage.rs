@@ -1,6 +1,6 @@
 //! Where the journal's bytes live: the [`Storage`] trait, its implementation for a real file, and
-//! [`MemoryStorage`], which separates *written* from *durable* bytes for crash tests
-//! (STYLE.md: "crash tests that separate written from durable bytes").
+//! [`MemoryStorage`], which separates *written* from *durable* bytes for crash tests: a crash
+//! test must know what a crash keeps, not only what was written (S-3.3, S-3.4).
 //!
 //! Owns: positional reads and writes, fsync, and the crash model used by every crash test:
 //! a crash after `n` operations leaves everything up to the last completed `sync` durable, plus

@@ -1,7 +1,7 @@
 //! Tests of the whole journal with a toy [`Replay`] state: round trips, torn tails at every byte,
 //! damage, crash images of appends, compactions and rebuilds, failure injection, size bounds and
-//! two writers on one real file (STYLE.md rule 10). Randomized tests are proptests, which print
-//! the seed of a failure and persist it for replay.
+//! two writers on one real file. Randomized tests are proptests, which print the seed of a
+//! failure and persist it for replay.
 
 use super::format::{self, HEADER_BYTES, SLOT_OFFSETS};
 use super::*;

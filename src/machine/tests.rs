@@ -950,9 +950,9 @@ fn diagram_matches_table() {
     assert!(EDGES.iter().any(|e| e.from == ABSENT));
 }
 
-/// STYLE.md rule 4: nothing in the machine touches the file system, processes, the clock or
-/// randomness, and only ordered maps are iterated. Checked on the source text, which is what
-/// a reviewer would check.
+/// The machine is pure (S-3.2: the next action is a pure function of the state and the time):
+/// nothing in it touches the file system, processes, the clock or randomness, and only ordered
+/// maps are iterated. Checked on the source text, which is what a reviewer would check.
 #[test]
 fn machine_is_pure() {
     const FORBIDDEN: [&str; 16] = [
