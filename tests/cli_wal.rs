@@ -1260,3 +1260,56 @@ fn rejected_copies_are_kept_once_each_up_to_the_cap_and_status_reports_them() {
         "{json}"
     );
 }
+
+/// A segment whose first page carries a long page header of cluster `system_identifier`.
+fn segment_of_cluster(seed: u64, system_identifier: u64) -> Vec<u8> {
+    let size = 1 << 20;
+    let mut bytes = segment_bytes(seed, size);
+    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
+    bytes[32..36].copy_from_slice(&(size as u32).to_le_bytes());
+    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    bytes
+}
+
+/// S-2.9: a second cluster archiving into the same `$PGBAK` is refused with both identifiers
+/// and nothing stored; `pgbak new-series` starts a new series on purpose, after which the new
+/// cluster's segments are accepted into a new directory.
+#[test]
+fn a_segment_of_another_cluster_is_refused_until_pgbak_new_series() {
+    let scratch = Scratch::new("cluster");
+    let pgbak = scratch.pgbak();
+    let source = scratch.source_directory();
+    let ours: u64 = 7_311_111_111_111_111_111;
+    let theirs: u64 = 7_322_222_222_222_222_222;
+    let first = write_source(&source, &segment_name(1), &segment_of_cluster(1, ours));
+    assert_success(&wal(&pgbak, &first));
+    let directory = the_backup_directory(&pgbak);
+
+    let foreign = write_source(&source, &segment_name(2), &segment_of_cluster(2, theirs));
+    let stderr = assert_refused(&wal(&pgbak, &foreign));
+    assert!(
+        stderr.contains(&ours.to_string()) && stderr.contains(&theirs.to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pgbak new-series"), "{stderr}");
+    let stored = directory
+        .join("pg_wal")
+        .join(format!("{}.zst", segment_name(2)));
+    assert!(!stored.exists());
+
+    let output = pgbak_command(&pgbak).arg("new-series").output().unwrap();
+    assert_success(&output);
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(said.contains(&format!("forgot cluster {ours}")), "{said}");
+    assert_success(&wal(&pgbak, &foreign));
+    assert!(!stored.exists(), "the new series goes to a new directory");
+    assert_eq!(backup_directories(&pgbak).len(), 2);
+    let status = pgbak_command(&pgbak)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["system_identifier"], theirs.to_string(), "{status}");
+}

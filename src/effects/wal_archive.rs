@@ -1957,6 +1957,38 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_found_in_current_and_linked_into_a_new_pending_directory_counts_once_in_each() {
+        // PostgreSQL re-sends a segment already in the current directory just after a sync
+        // opened a pending one: the current directory must not count it a second time (its
+        // WAL total decides when the next base backup is due, S-4.2).
+        let scratch = ScratchDirectory::new("wal-archive-count");
+        let home = home_in(&scratch);
+        let first = scratch.0.join("000000010000000000000001");
+        fs::write(&first, segment_bytes(1 << 20, 1)).unwrap();
+        let current = archive_wal(&home, &single_threaded(), &first, NOW)
+            .unwrap()
+            .stored_in[0];
+        finish_base_backup(&home, current);
+        let state = || {
+            journal_file::open_journal(&home, NOW)
+                .unwrap()
+                .journal
+                .state()
+                .clone()
+        };
+        let before = state().directories[&current].clone();
+        let pending = DirectoryName(current.0 + 60);
+        open_pending(&home, pending);
+
+        let outcome = archive_wal(&home, &single_threaded(), &first, NOW.plus_millis(1)).unwrap();
+        assert_eq!(outcome.stored_in, vec![current, pending]);
+        let after = state();
+        assert_eq!(after.directories[&current].wal_files, before.wal_files);
+        assert_eq!(after.directories[&current].wal_bytes, before.wal_bytes);
+        assert_eq!(after.directories[&pending].wal_files, 1);
+    }
+
+    #[test]
     fn a_pending_directory_recorded_but_not_created_yet_gets_a_hard_link_too() {
         let scratch = ScratchDirectory::new("wal-archive-pending");
         let home = home_in(&scratch);
