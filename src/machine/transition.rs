@@ -328,6 +328,14 @@ pub fn apply(state: &mut State, event: &Event) -> Result<(), TransitionError> {
             ));
         }
     }
+    // Every accepted fact keeps the state's invariants (state.rs); in debug builds (tests,
+    // fuzzing) a rule that breaks one is caught at the fact that broke it.
+    debug_assert!(
+        next.check_invariants().is_ok(),
+        "{} broke an invariant: {:?}",
+        event.kind().name(),
+        next.check_invariants()
+    );
     *state = next;
     Ok(())
 }
