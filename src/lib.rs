@@ -12,12 +12,17 @@
 //! [`commands`] turns each CLI subcommand into calls on those layers; `main.rs` only parses
 //! arguments, runs a command and maps its error to an exit code.
 
+pub mod archive;
 pub mod commands;
-pub mod effects;
+pub mod config;
 pub mod failpoint;
 pub mod hint;
+pub mod home;
 pub mod journal;
 pub mod machine;
+pub mod os;
+pub mod report;
+pub mod sync;
 pub mod timestamp;
 pub mod wal_header;
 pub mod wal_name;

@@ -9,11 +9,11 @@
 //! took, except lower bounds the machine guarantees (the backoff between retries); every wait
 //! has a generous limit only so a bug cannot hang the test run.
 
-use pgbak::effects::environment::PgbakHome;
-use pgbak::effects::journal_file;
-use pgbak::effects::sync_process;
+use pgbak::home::environment::PgbakHome;
+use pgbak::home::journal_file;
 use pgbak::journal::Record;
 use pgbak::machine::{Event, SyncStopReason, archive_targets};
+use pgbak::sync::process;
 use pgbak::timestamp::DirectoryName;
 use pgbak::wal_name::WalFileName;
 use std::fs;
@@ -691,7 +691,7 @@ fn the_background_sync_defers_to_a_running_sync_and_otherwise_ships_everything_a
     let fixture = Fixture::new("background");
     fixture.script("exit 0\n");
     fixture.archive();
-    let held = sync_process::try_take_sync_lock(&fixture.home())
+    let held = process::try_take_sync_lock(&fixture.home())
         .unwrap()
         .unwrap();
     let output = fixture.run(&["sync", "--background"]);
@@ -719,7 +719,7 @@ fn a_foreground_sync_waits_for_the_running_sync_first() {
     let fixture = Fixture::new("waits");
     fixture.script("exit 0\n");
     fixture.archive();
-    let held = sync_process::try_take_sync_lock(&fixture.home())
+    let held = process::try_take_sync_lock(&fixture.home())
         .unwrap()
         .unwrap();
     let mut sync = fixture.spawn("sync", &["sync"]);

@@ -6,8 +6,8 @@
 //!
 //! Tests that must not start a sync write `[sync] autostart = false` into `config.toml`.
 
-use pgbak::effects::environment::PgbakHome;
-use pgbak::effects::journal_file;
+use pgbak::home::environment::PgbakHome;
+use pgbak::home::journal_file;
 use pgbak::journal::Record;
 use pgbak::machine::Event;
 use std::collections::BTreeSet;
@@ -676,7 +676,7 @@ fn directories_opened_while_wal_calls_run_receive_every_file_recorded_after_them
                     .unwrap();
                 // The sync's mkdir comes after its intent; a `wal` may get there first.
                 std::thread::sleep(std::time::Duration::from_millis(15));
-                pgbak::effects::durable::create_private_directory(&home.directory_path(directory))
+                pgbak::os::durable::create_private_directory(&home.directory_path(directory))
                     .unwrap();
                 opened += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));

@@ -1,7 +1,7 @@
 //! The README stays true: every config key with its default, every subcommand, and every
 //! `status` problem code the code can emit appear in it.
 
-use pgbak::effects::config::documented_keys;
+use pgbak::config::documented_keys;
 
 const README: &str = include_str!("../README.md");
 

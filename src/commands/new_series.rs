@@ -14,9 +14,9 @@
 //! Invariant: nothing is deleted, and nothing changes if a base backup is running (the machine
 //! refuses the fact then; the operator waits for it or stops the sync).
 
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file::{self, now};
 use crate::hint::OperatorHint;
+use crate::home::environment::PgbakHome;
+use crate::home::journal_file::{self, now};
 use crate::machine::Event;
 use std::io::Write;
 

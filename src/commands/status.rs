@@ -11,19 +11,19 @@
 //! `insecure_permissions` problems, first, instead of refused: status runs nothing from
 //! `$PGBAK`, and an operator needs it most when something is wrong.
 
-use crate::effects::base_progress;
-use crate::effects::config;
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file::{self, OpenedJournal};
-use crate::effects::lock::LockRange;
-use crate::effects::strict_modes;
-use crate::effects::tree_scan::{self, BASE_FILE_NAME};
-use crate::effects::wal_archive;
+use crate::archive;
+use crate::config;
+use crate::home::environment::PgbakHome;
+use crate::home::journal_file::{self, OpenedJournal};
+use crate::home::strict_modes;
+use crate::home::tree_scan::{self, BASE_FILE_NAME};
 use crate::journal::{Record, StopKind};
 use crate::machine::{
     BaseBackupDue, DirectoryPhase, Failure, JournalHealth, Policy, State, base_backup_due,
     retry_due_at,
 };
+use crate::os::lock::LockRange;
+use crate::sync::base_backup::progress;
 use crate::timestamp::{DirectoryName, UnixMillis};
 use anyhow::Context;
 use serde::Serialize;
@@ -271,7 +271,7 @@ fn segment_bytes(
         .join(tree_scan::WAL_DIRECTORY_NAME)
         .join(name.compressed_name());
     // Every frame's content size, summed: a stored file may be several frames (S-2.2).
-    match wal_archive::stored_content_bytes(&path) {
+    match archive::stored_content_bytes(&path) {
         Ok(Some(size)) if size.is_power_of_two() => size,
         _ => DEFAULT_SEGMENT_BYTES,
     }
@@ -445,12 +445,12 @@ fn conflicts_report(
     problems: &mut Vec<Problem>,
 ) -> ConflictsReport {
     let conflicts = home.conflicts_path();
-    let usage = wal_archive::conflicts_usage(home).unwrap_or_else(|error| {
+    let usage = archive::conflicts_usage(home).unwrap_or_else(|error| {
         problems.push(Problem {
             code: "wal_conflicts",
             message: format!("cannot list {}: {error}", conflicts.display()),
         });
-        wal_archive::ConflictsUsage::default()
+        archive::ConflictsUsage::default()
     });
     if usage.files > 0 || usage.not_kept.is_some() {
         let mut message = format!(
@@ -791,7 +791,7 @@ pub fn build_report(
     if let Some(running) = base_backup.running.as_mut() {
         // Only a count for the run the journal says is running: a file left by a killed sync
         // names another directory (or the same one, dead: then the sync is reported dead).
-        let progress = base_progress::read_progress(home)
+        let progress = progress::read_progress(home)
             .filter(|progress| progress.directory.to_string() == running.directory);
         running.bytes_read = progress.map(|p| p.bytes_read);
         running.bytes_written = progress.map(|p| p.bytes_written);

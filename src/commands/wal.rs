@@ -19,11 +19,11 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::effects::config;
-use crate::effects::environment::{PGBAK_VARIABLE, PgbakHome};
-use crate::effects::journal_file;
-use crate::effects::lock::{LockFile, LockRange};
-use crate::effects::wal_archive;
+use crate::archive;
+use crate::config;
+use crate::home::environment::{PGBAK_VARIABLE, PgbakHome};
+use crate::home::journal_file;
+use crate::os::lock::{LockFile, LockRange};
 
 /// The arguments of the background sync `wal` starts (S-2.8). `sync --background` takes the
 /// sync lock with a try-lock and exits 0 quietly if another sync holds it, so two `wal` calls
@@ -34,9 +34,9 @@ pub const BACKGROUND_SYNC_ARGUMENTS: [&str; 2] = ["sync", "--background"];
 /// and none runs (S-2.8).
 pub fn run(home: &PgbakHome, source: &Path) -> anyhow::Result<()> {
     // The WAL file is mapped, not copied: a truncation under us must exit 1, not kill us.
-    wal_archive::guard_against_truncation();
+    archive::guard_against_truncation();
     let config = config::load(&home.config_path())?;
-    let outcome = wal_archive::archive_wal(home, &config, source, journal_file::now())?;
+    let outcome = archive::archive_wal(home, &config, source, journal_file::now())?;
     if config.sync.autostart {
         if let Err(error) = start_sync_unless_running(home) {
             // After the ack: say so in PostgreSQL's log, but succeed (S-2.6).

@@ -9,14 +9,14 @@
 //! Invariants: `pgbak.lock` is opened, never created anew over an existing file, never renamed
 //! or deleted (other processes hold OFD locks on it, S-3.5); every descriptor is `O_CLOEXEC`.
 
-use crate::effects::durable::{self, Existing, PRIVATE_FILE_MODE};
-use crate::effects::environment::{LOCK_FILE_NAME, PgbakHome};
-use crate::effects::lock::{LockFile, LockKind, LockRange, Wait};
-use crate::effects::tree_scan::{self, ScanError};
+use crate::home::environment::{LOCK_FILE_NAME, PgbakHome};
+use crate::home::tree_scan::{self, ScanError};
 use crate::journal::{
     DecodedJournal, Inspection, Journal, JournalOptions, OpenError, OpenReport, RebuildRequest,
 };
 use crate::machine::{Event, State};
+use crate::os::durable::{self, Existing, PRIVATE_FILE_MODE};
+use crate::os::lock::{LockFile, LockKind, LockRange, Wait};
 use crate::timestamp::UnixMillis;
 use anyhow::Context;
 use std::fs::File;

@@ -46,7 +46,7 @@
 //! `SyncStarted`.
 //!
 //! The sync log `$PGBAK/sync.log` gets a line per recorded fact and per output line of the
-//! children; its format is documented in [`crate::effects::sync_process`].
+//! children; its format is documented in [`crate::sync::process`].
 //!
 //! Invariants: `SyncStarted` is recorded only while this process holds the sync lock, and
 //! `SyncStopped` before it lets go, so "the journal shows a session and nobody holds the lock"
@@ -56,20 +56,20 @@
 //! [`UNRECORDED_RETRY`] instead of at once, so a persistent file-system problem never becomes a
 //! busy loop, and the rest of the work (shipping WAL) goes on meanwhile.
 
-use crate::effects::base_backup::{self, BaseBackupRun};
-use crate::effects::base_progress::ProgressFile;
-use crate::effects::config::Config;
-use crate::effects::durable;
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
-use crate::effects::lock::{LockGuard, LockKind, LockRange, Wait};
-use crate::effects::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
-use crate::effects::sync_process::{self, SessionClock, StopSignals, SyncLog};
-use crate::effects::tree_scan::WAL_DIRECTORY_NAME;
+use crate::config::Config;
+use crate::home::environment::PgbakHome;
+use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
+use crate::home::tree_scan::WAL_DIRECTORY_NAME;
 use crate::journal::JournalError;
 use crate::machine::{
     Action, Event, Policy, State, StopScriptReason, SyncStopReason, next_actions,
 };
+use crate::os::durable;
+use crate::os::lock::{LockGuard, LockKind, LockRange, Wait};
+use crate::sync::base_backup::progress::ProgressFile;
+use crate::sync::base_backup::{self, BaseBackupRun};
+use crate::sync::process::{self, SessionClock, StopSignals, SyncLog};
+use crate::sync::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
 use crate::timestamp::{DirectoryName, UnixMillis};
 use anyhow::Context;
 use nix::sys::signal::Signal;
@@ -139,7 +139,7 @@ pub fn run_sync_with_signals(
     let mut round_options = options;
     let mut first_round = true;
     loop {
-        let sync_lock = match sync_process::try_take_sync_lock(home)? {
+        let sync_lock = match process::try_take_sync_lock(home)? {
             Some(guard) => guard,
             None if options.background || !first_round => return Ok(SyncEnded::AnotherSyncRuns),
             None => {
@@ -148,7 +148,7 @@ pub fn run_sync_with_signals(
                     "another sync process is running; waiting for it to finish first \
                      (pgbak status shows what it is doing)",
                 );
-                match sync_process::wait_for_sync_lock(home, signals)? {
+                match process::wait_for_sync_lock(home, signals)? {
                     Some(guard) => guard,
                     None => {
                         let signal = signals.received().unwrap_or(Signal::SIGTERM);

@@ -9,7 +9,7 @@
 //! - A [`PgbakHome`] from [`locate_pgbak`] names an absolute path that was an existing directory
 //!   owned by the user pgbak runs as when it was checked (S-1.1, S-1.4), in which nothing that
 //!   pgbak reads to decide what to run could be changed by another user (S-1.5, see
-//!   [`crate::effects::strict_modes`]). pgbak never creates `$PGBAK` outside `pgbak init`
+//!   [`crate::home::strict_modes`]). pgbak never creates `$PGBAK` outside `pgbak init`
 //!   (S-1.1), so nothing here creates anything.
 //! - Only S-1.5 is relaxed for `status` (it reports the findings as a problem, since it runs
 //!   nothing) and for `init` (which repairs the mode of `$PGBAK`); S-1.1 and S-1.4 hold for
@@ -24,8 +24,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::effects::strict_modes::{self, Insecurity};
 use crate::hint::OperatorHint;
+use crate::home::strict_modes::{self, Insecurity};
 use crate::timestamp::DirectoryName;
 
 /// The environment variable that names the backup directory (seed: "Data is stored in a local

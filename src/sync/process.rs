@@ -45,11 +45,11 @@
 //! (`F_OFD_SETLKW`) returns `EINTR` and the caller can stop instead of blocking on. Every
 //! descriptor opened here is `O_CLOEXEC` (std's default), so children inherit none (S-3.5).
 
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file;
-use crate::effects::lock::{LockError, LockFile, LockGuard, LockKind, LockRange, Wait};
-use crate::effects::regular_file::{NON_BLOCKING_OPEN_FLAGS, require_regular};
+use crate::home::environment::PgbakHome;
+use crate::home::journal_file;
 use crate::machine::{Event, SyncStopReason};
+use crate::os::lock::{LockError, LockFile, LockGuard, LockKind, LockRange, Wait};
+use crate::os::regular_file::{NON_BLOCKING_OPEN_FLAGS, require_regular};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::fs::File;
 use std::io::{self, Write};
@@ -239,7 +239,7 @@ impl LogFile {
     /// Makes a new log's name (and a rotation's rename) durable: `$PGBAK` is fsynced.
     fn directory_fsynced(&self) -> io::Result<()> {
         match self.path.parent() {
-            Some(directory) => crate::effects::durable::fsync_directory(directory),
+            Some(directory) => crate::os::durable::fsync_directory(directory),
             None => Ok(()),
         }
     }

@@ -37,7 +37,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::effects::environment::{BACKUP_SCRIPT_NAME, PgbakHome, UserIdentity};
+use crate::home::environment::{BACKUP_SCRIPT_NAME, PgbakHome, UserIdentity};
 
 /// The scripts pgbak runs from `scripts/`: each must be as safe as `scripts/` itself.
 pub const SCRIPT_NAMES: &[&str] = &[BACKUP_SCRIPT_NAME];

@@ -22,8 +22,8 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::effects::regular_file::{ReadCappedError, Symlinks, read_capped};
 use crate::hint::OperatorHint;
+use crate::os::regular_file::{ReadCappedError, Symlinks, read_capped};
 
 /// The most pgbak reads of `config.toml` (S-7.1). Every key with a comment fits in a few KiB;
 /// a MiB leaves room for any commentary while keeping `/dev/zero` or a runaway file from

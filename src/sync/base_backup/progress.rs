@@ -24,11 +24,9 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::effects::durable::PRIVATE_FILE_MODE;
-use crate::effects::environment::PgbakHome;
-use crate::effects::regular_file::{
-    NON_BLOCKING_OPEN_FLAGS, Symlinks, read_capped, require_regular,
-};
+use crate::home::environment::PgbakHome;
+use crate::os::durable::PRIVATE_FILE_MODE;
+use crate::os::regular_file::{NON_BLOCKING_OPEN_FLAGS, Symlinks, read_capped, require_regular};
 use crate::timestamp::DirectoryName;
 
 /// The file's name in `$PGBAK`.

@@ -23,7 +23,7 @@
 //!
 //! The script starts with an empty signal mask and default signal dispositions (pgbak's own
 //! handlers do not survive exec). Its group is led by pgbak's guardian
-//! ([`crate::effects::script_guardian`]), started with `PR_SET_PDEATHSIG` = SIGTERM: if the
+//! ([`crate::sync::script_guardian`]), started with `PR_SET_PDEATHSIG` = SIGTERM: if the
 //! sync process is killed outright (`kill -9`), the guardian stops the whole group instead of
 //! letting it run on, unsupervised, next to the run the next sync starts (S-5.2: one run at a
 //! time; S-5.4).
@@ -36,10 +36,10 @@
 //! bounded ([`DRAIN_WAIT`]): a grandchild that escaped the group with the pipe cannot hang the
 //! sync.
 
-use crate::effects::environment::{PGBAK_VARIABLE, PgbakHome};
-use crate::effects::script_guardian::GUARDIAN_SUBCOMMAND;
-use crate::effects::sync_process::SyncLog;
+use crate::home::environment::{PGBAK_VARIABLE, PgbakHome};
 use crate::machine::FAILURE_OUTPUT_MAX_BYTES;
+use crate::sync::process::SyncLog;
+use crate::sync::script_guardian::GUARDIAN_SUBCOMMAND;
 use crate::timestamp::DirectoryName;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -408,7 +408,7 @@ pub fn script_problem(script: &Path) -> Option<String> {
 /// What leads the script's process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupLeader {
-    /// pgbak's own guardian ([`crate::effects::script_guardian`]), running the script as its
+    /// pgbak's own guardian ([`crate::sync::script_guardian`]), running the script as its
     /// child: when the sync dies, the whole group is stopped. What the sync uses.
     Guardian,
     /// The script itself: when the sync dies, only the script is told. For tests of this
@@ -653,8 +653,7 @@ mod tests {
                 .any(|line| line.starts_with("lr") && line.ends_with(output_pipe)),
             "the output pipe's read end is inherited: {descriptors}"
         );
-        let log_text =
-            std::fs::read_to_string(crate::effects::sync_process::sync_log_path(&home)).unwrap();
+        let log_text = std::fs::read_to_string(crate::sync::process::sync_log_path(&home)).unwrap();
         assert!(
             log_text.contains(" [script 20261124T000000Z] done\n"),
             "{log_text}"

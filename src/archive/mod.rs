@@ -65,15 +65,15 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use zstd::zstd_safe::CParameter;
 
-use crate::effects::config::Config;
-use crate::effects::durable::{self, PRIVATE_FILE_MODE, UnnamedFile};
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
-use crate::effects::lock::{LockKind, LockRange, Wait};
-use crate::effects::tree_scan::WAL_DIRECTORY_NAME;
+use crate::config::Config;
 use crate::hint::OperatorHint;
+use crate::home::environment::PgbakHome;
+use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
+use crate::home::tree_scan::WAL_DIRECTORY_NAME;
 use crate::journal::JournalError;
 use crate::machine::{DirectoryPhase, Event, archive_targets};
+use crate::os::durable::{self, PRIVATE_FILE_MODE, UnnamedFile};
+use crate::os::lock::{LockKind, LockRange, Wait};
 use crate::timestamp::{DirectoryName, UnixMillis};
 use crate::wal_header::{LONG_PAGE_HEADER_BYTES, LongPageHeader};
 use crate::wal_name::{WalFileKind, WalFileName};
@@ -1691,8 +1691,8 @@ pub fn conflicts_usage(home: &PgbakHome) -> io::Result<ConflictsUsage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::effects::journal_file::inspect_journal;
-    use crate::effects::lock::LockFile;
+    use crate::home::journal_file::inspect_journal;
+    use crate::os::lock::LockFile;
     use crate::test_support::ScratchDirectory;
     use std::fs;
     use std::os::unix::fs::MetadataExt;
@@ -2208,7 +2208,7 @@ mod tests {
                 },
             ];
             opened.append(&failed, NOW).unwrap();
-            crate::effects::base_backup::remove_failed_directory(&home, pending).unwrap();
+            crate::sync::base_backup::remove_failed_directory(&home, pending).unwrap();
             let removed = Event::DirectoryRemoved {
                 directory: pending,
                 at: NOW,

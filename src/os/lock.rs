@@ -337,7 +337,7 @@ impl LockFile {
                 created
                     .set_permissions(std::fs::Permissions::from_mode(LOCK_FILE_MODE))
                     .map_err(open_error)?;
-                crate::effects::durable::fsync_directory(&directory_path).map_err(open_error)?;
+                crate::os::durable::fsync_directory(&directory_path).map_err(open_error)?;
                 created
             }
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {

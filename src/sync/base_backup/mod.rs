@@ -55,6 +55,8 @@
 //!   ([`TERMINATE_GRACE`]), and how long [`BaseBackupRun::stop`] waits for a thread that cannot
 //!   finish (a process that escaped the group holding a pipe open).
 
+pub mod progress;
+
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
@@ -71,13 +73,13 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
-use crate::effects::config::{COMPRESSION_THREADS_MAX, Config};
-use crate::effects::durable::{
+use crate::config::{COMPRESSION_THREADS_MAX, Config};
+use crate::hint::OperatorHint;
+use crate::home::environment::{CURRENT_LINK_NAME, PgbakHome};
+use crate::home::tree_scan::BASE_FILE_NAME;
+use crate::os::durable::{
     PRIVATE_FILE_MODE, UnnamedFile, create_private_directory, fsync_directory,
 };
-use crate::effects::environment::{CURRENT_LINK_NAME, PgbakHome};
-use crate::effects::tree_scan::BASE_FILE_NAME;
-use crate::hint::OperatorHint;
 use crate::timestamp::DirectoryName;
 
 /// The options pgbak always passes (S-4.3), then `-w` (see the module header).
@@ -711,7 +713,7 @@ fn spawn_program(config: &Config) -> Result<Child, BaseBackupError> {
     // Only stdin, stdout and stderr, whatever pgbak's caller passed in.
     // SAFETY: the closure makes one system call, close_range(2), and allocates nothing.
     unsafe {
-        command.pre_exec(crate::effects::script::inherit_only_standard_descriptors);
+        command.pre_exec(crate::sync::script::inherit_only_standard_descriptors);
     }
     command.spawn().map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => BaseBackupError::ProgramNotFound {

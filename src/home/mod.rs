@@ -1,0 +1,5 @@
+//! `$PGBAK`.
+pub mod environment;
+pub mod journal_file;
+pub mod strict_modes;
+pub mod tree_scan;

@@ -1,0 +1,4 @@
+//! Operating-system primitives, with no knowledge of what pgbak stores.
+pub mod durable;
+pub mod lock;
+pub mod regular_file;

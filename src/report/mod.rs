@@ -1,0 +1,1 @@
+//! `pgbak status`.

@@ -1,0 +1,6 @@
+//! `pgbak sync`.
+pub mod base_backup;
+pub mod process;
+pub mod script;
+pub mod script_guardian;
+pub mod session;
