@@ -7,9 +7,8 @@
 use pgbak::config::Config;
 use pgbak::hint::OperatorHint;
 use pgbak::home::environment::PgbakHome;
-use pgbak::sync::base_backup::{
-    BaseBackupError, BaseBackupRun, point_current_link_at, remove_failed_directory,
-};
+use pgbak::sync::base_backup::{BaseBackupError, BaseBackupRun};
+use pgbak::sync::directories::{point_current_link_at, remove_failed_directory};
 use pgbak::timestamp::DirectoryName;
 use std::collections::BTreeMap;
 use std::fs;

@@ -527,7 +527,7 @@ fn a_pending_directory_failed_and_removed_after_the_target_choice_is_not_resurre
             },
         ];
         opened.append(&failed, NOW).unwrap();
-        crate::sync::base_backup::remove_failed_directory(&home, pending).unwrap();
+        crate::sync::directories::remove_failed_directory(&home, pending).unwrap();
         let removed = Event::DirectoryRemoved {
             directory: pending,
             at: NOW,

@@ -56,6 +56,7 @@
 //! [`UNRECORDED_RETRY`] instead of at once, so a persistent file-system problem never becomes a
 //! busy loop, and the rest of the work (shipping WAL) goes on meanwhile.
 
+use super::directories;
 use crate::config::Config;
 use crate::home::environment::PgbakHome;
 use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
@@ -66,8 +67,8 @@ use crate::machine::{
 };
 use crate::os::durable;
 use crate::os::lock::{LockGuard, LockKind, LockRange, Wait};
+use crate::sync::base_backup::BaseBackupRun;
 use crate::sync::base_backup::progress::ProgressFile;
-use crate::sync::base_backup::{self, BaseBackupRun};
 use crate::sync::process::{self, SessionClock, StopSignals, SyncLog};
 use crate::sync::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
 use crate::timestamp::{DirectoryName, UnixMillis};
@@ -479,7 +480,7 @@ impl Session<'_> {
         self.deferred.retain(|(deferred, _)| deferred != action);
         match action {
             Action::RemoveFailedDirectory { directory } => {
-                match base_backup::remove_failed_directory(self.home, *directory) {
+                match directories::remove_failed_directory(self.home, *directory) {
                     Ok(()) => self.record(vec![Event::DirectoryRemoved {
                         directory: *directory,
                         at: self.now(),
@@ -494,7 +495,7 @@ impl Session<'_> {
                 }
             }
             Action::PointCurrentLinkAt { directory } => {
-                match base_backup::point_current_link_at(self.home, *directory) {
+                match directories::point_current_link_at(self.home, *directory) {
                     Ok(()) => self.record(vec![Event::CurrentLinkSwitched {
                         directory: *directory,
                         at: self.now(),
