@@ -20,6 +20,7 @@ use super::existing::compare_stored;
 use super::existing::open_stored;
 use super::store::link_or_copy;
 use crate::home::environment::PgbakHome;
+use crate::home::names::CONFLICTS_NOT_KEPT_NOTE;
 use crate::os::durable::{self, PRIVATE_FILE_MODE};
 
 impl Store<'_, '_> {
@@ -137,10 +138,6 @@ pub(super) fn write_not_kept_note(conflicts: &Path, line: &str) -> io::Result<()
     note.write_all(format!("{line}\n").as_bytes())
 }
 
-/// The name of the note `wal` leaves in `conflicts/` when the cap kept it from keeping a copy
-/// (S-2.10): one line, the refused file and when. `status` reports it; the next copy kept
-/// removes it, and so may the operator.
-pub const CONFLICTS_NOT_KEPT_NOTE: &str = "not-kept";
 /// The most of the note `status` reads.
 pub(super) const NOT_KEPT_NOTE_BYTES_MAX: u64 = 1024;
 

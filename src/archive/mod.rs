@@ -80,7 +80,7 @@ mod input;
 mod store;
 
 use compress::compress;
-pub use conflicts::{CONFLICTS_NOT_KEPT_NOTE, ConflictsUsage, conflicts_usage};
+pub use conflicts::{ConflictsUsage, conflicts_usage};
 pub use error::{ArchiveError, RejectedCopy};
 pub use frames::stored_content_bytes;
 pub use input::guard_against_truncation;

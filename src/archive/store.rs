@@ -22,7 +22,7 @@ use super::existing::make_existing_durable;
 use super::input::WalInput;
 use crate::home::environment::PgbakHome;
 use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
-use crate::home::tree_scan::WAL_DIRECTORY_NAME;
+use crate::home::names::WAL_DIRECTORY_NAME;
 use crate::journal::JournalError;
 use crate::machine::{DirectoryPhase, Event, archive_targets};
 use crate::os::durable::{self, PRIVATE_FILE_MODE, UnnamedFile};

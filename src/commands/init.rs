@@ -26,7 +26,8 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::config::documented_keys;
-use crate::home::environment::{BACKUP_SCRIPT_NAME, EnvironmentError, PgbakHome, UserIdentity};
+use crate::home::environment::{EnvironmentError, PgbakHome, UserIdentity};
+use crate::home::names::BACKUP_SCRIPT_NAME;
 use crate::home::strict_modes;
 use crate::os::durable::{self, DirectoryCreation, Existing, PRIVATE_DIRECTORY_MODE, WriteOutcome};
 
@@ -174,7 +175,7 @@ fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
     });
     let lock_path = home.lock_file_path();
     let journal_existed = std::fs::metadata(&lock_path).is_ok_and(|m| m.len() > 0);
-    let opened = crate::home::journal_file::open_journal(home, crate::home::journal_file::now())?;
+    let opened = crate::home::journal_file::open_journal(home, crate::os::clock::now())?;
     steps.push(Step {
         path: lock_path.display().to_string(),
         done: if journal_existed {

@@ -16,8 +16,9 @@
 
 use crate::hint::OperatorHint;
 use crate::home::environment::PgbakHome;
-use crate::home::journal_file::{self, now};
+use crate::home::journal_file;
 use crate::machine::Event;
+use crate::os::clock::now;
 use std::io::Write;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 use crate::config;
 use crate::home::environment::PgbakHome;
 use crate::home::journal_file;
+use crate::os::clock;
 use crate::report::{StatusReport, build_report, render_human, render_journal};
 use anyhow::Context;
 use std::io::Write;
@@ -18,7 +19,7 @@ pub enum Format {
 pub fn run(home: &PgbakHome, format: Format, out: &mut dyn Write) -> anyhow::Result<()> {
     let config = config::load(&home.config_path())?;
     let policy = config.machine_policy();
-    let now = journal_file::now();
+    let now = clock::now();
     if journal_file::is_unused(home)? {
         if format == Format::Journal {
             writeln!(

@@ -23,6 +23,7 @@ use crate::hint::OperatorHint;
 use crate::home::environment::PgbakHome;
 use crate::home::journal_file;
 use crate::machine::base_backup_due;
+use crate::os::clock;
 use crate::os::lock::LockFile;
 use crate::sync::session::{self, SyncEnded, SyncOptions};
 use nix::sys::signal::Signal;
@@ -75,7 +76,7 @@ fn check_base_backup_reached(home: &PgbakHome, config: &config::Config) -> anyho
     let Some(state) = journal_file::inspect_journal(&lock_file)?.state else {
         return Ok(());
     };
-    let due = base_backup_due(&state, journal_file::now(), &config.machine_policy());
+    let due = base_backup_due(&state, clock::now(), &config.machine_policy());
     if state.base_backup_server_unreachable && due.is_some() {
         let last = state
             .base_backup

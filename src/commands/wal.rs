@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use crate::archive;
 use crate::config;
 use crate::home::environment::{PGBAK_VARIABLE, PgbakHome};
-use crate::home::journal_file;
+use crate::os::clock;
 use crate::os::lock::{LockFile, LockRange};
 
 /// The arguments of the background sync `wal` starts (S-2.8). `sync --background` takes the
@@ -36,7 +36,7 @@ pub fn run(home: &PgbakHome, source: &Path) -> anyhow::Result<()> {
     // The WAL file is mapped, not copied: a truncation under us must exit 1, not kill us.
     archive::guard_against_truncation();
     let config = config::load(&home.config_path())?;
-    let outcome = archive::archive_wal(home, &config, source, journal_file::now())?;
+    let outcome = archive::archive_wal(home, &config, source, clock::now())?;
     if config.sync.autostart {
         if let Err(error) = start_sync_unless_running(home) {
             // After the ack: say so in PostgreSQL's log, but succeed (S-2.6).

@@ -24,6 +24,12 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::names::BACKUP_SCRIPT_NAME;
+use super::names::CONFIG_FILE_NAME;
+use super::names::CONFLICTS_DIRECTORY_NAME;
+use super::names::CURRENT_LINK_NAME;
+use super::names::LOCK_FILE_NAME;
+use super::names::SCRIPTS_DIRECTORY_NAME;
 use crate::hint::OperatorHint;
 use crate::home::strict_modes::{self, Insecurity};
 use crate::timestamp::DirectoryName;
@@ -31,19 +37,6 @@ use crate::timestamp::DirectoryName;
 /// The environment variable that names the backup directory (seed: "Data is stored in a local
 /// directory provided through the `PGBAK` environment variable").
 pub const PGBAK_VARIABLE: &str = "PGBAK";
-
-/// The lock file, which also holds the journal (S-3.1, S-3.5).
-pub const LOCK_FILE_NAME: &str = "pgbak.lock";
-/// The optional configuration file (S-7).
-pub const CONFIG_FILE_NAME: &str = "config.toml";
-/// The directory for the operator's scripts (seed layout).
-pub const SCRIPTS_DIRECTORY_NAME: &str = "scripts";
-/// The backup script inside [`SCRIPTS_DIRECTORY_NAME`] (S-5).
-pub const BACKUP_SCRIPT_NAME: &str = "backup";
-/// The relative symlink to the newest complete backup directory (S-1.3, S-4.3).
-pub const CURRENT_LINK_NAME: &str = "current";
-/// Where rejected bytes of a conflicting re-archive are kept for inspection (S-2.4).
-pub const CONFLICTS_DIRECTORY_NAME: &str = "conflicts";
 
 /// The example directory used in hints, where the FHS puts a service's state.
 const EXAMPLE_PGBAK_PATH: &str = "/var/lib/pgbak";

@@ -22,6 +22,7 @@ use crate::machine::Policy;
 use crate::machine::State;
 use crate::machine::base_backup_due;
 use crate::machine::retry_due_at;
+use crate::sync::log::last_line;
 use crate::timestamp::UnixMillis;
 
 pub(super) fn time(at: UnixMillis) -> String {
@@ -107,15 +108,6 @@ pub(super) fn lost_directories_report(
         .collect()
 }
 
-pub(super) fn last_line(text: &str) -> String {
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_owned()
-}
-
 pub(super) fn base_backup_report(
     state: &State,
     now: UnixMillis,
@@ -148,7 +140,7 @@ pub(super) fn base_backup_report(
         let last = base
             .last_failure
             .as_ref()
-            .map(|f| last_line(&f.message))
+            .map(|f| last_line(&f.message).trim().to_owned())
             .unwrap_or_default();
         problems.push(Problem {
             code: "base_backup_failing",

@@ -20,7 +20,6 @@ use super::WalReport;
 use super::analyse::base_backup_report;
 use super::analyse::failure_report;
 use super::analyse::journal_report;
-use super::analyse::last_line;
 use super::analyse::lost_directories_report;
 use super::analyse::phase_label;
 use super::analyse::sync_report;
@@ -29,11 +28,14 @@ use super::render::human_bytes;
 use crate::archive;
 use crate::home::environment::PgbakHome;
 use crate::home::journal_file::OpenedJournal;
+use crate::home::names::BASE_FILE_NAME;
+use crate::home::names::WAL_DIRECTORY_NAME;
 use crate::home::strict_modes;
-use crate::home::tree_scan::{self, BASE_FILE_NAME};
+use crate::home::tree_scan;
 use crate::machine::{DirectoryPhase, Policy, State, retry_due_at};
 use crate::os::lock::LockRange;
 use crate::sync::base_backup::progress;
+use crate::sync::log::last_line;
 use crate::timestamp::{DirectoryName, UnixMillis};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -58,7 +60,7 @@ pub(super) fn segment_bytes(
         return DEFAULT_SEGMENT_BYTES;
     };
     let path = directory
-        .join(tree_scan::WAL_DIRECTORY_NAME)
+        .join(WAL_DIRECTORY_NAME)
         .join(name.compressed_name());
     // Every frame's content size, summed: a stored file may be several frames (S-2.2).
     match archive::stored_content_bytes(&path) {
@@ -276,7 +278,7 @@ pub(super) fn script_report(
         let last = script
             .last_failure
             .as_ref()
-            .map(|f| last_line(&f.message))
+            .map(|f| last_line(&f.message).trim().to_owned())
             .unwrap_or_default();
         problems.push(Problem {
             code: "script_failing",
@@ -406,7 +408,7 @@ mod tests {
         // S-2.2: a stored segment may be several zstd frames; the first one's content size is
         // only a part of the segment, and taking it for the segment size invents WAL gaps.
         let scratch = ScratchDirectory::new("status-multi-frame");
-        let wal = scratch.0.join(tree_scan::WAL_DIRECTORY_NAME);
+        let wal = scratch.0.join(WAL_DIRECTORY_NAME);
         std::fs::create_dir(&wal).unwrap();
         let half = vec![7u8; 8 << 20];
         let mut file = zstd::bulk::compress(&half, 1).unwrap();

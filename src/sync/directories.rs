@@ -5,7 +5,8 @@
 //! Invariants: `current` always names a directory or nothing, never a half-made link; a
 //! removal only ever touches a directory pgbak created, and each step is fsynced (S-2.3).
 
-use crate::home::environment::{CURRENT_LINK_NAME, PgbakHome};
+use crate::home::environment::PgbakHome;
+use crate::home::names::CURRENT_LINK_NAME;
 use crate::os::durable::fsync_directory;
 use crate::timestamp::DirectoryName;
 use std::ffi::OsStr;

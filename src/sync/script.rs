@@ -38,7 +38,7 @@
 
 use crate::home::environment::{PGBAK_VARIABLE, PgbakHome};
 use crate::machine::FAILURE_OUTPUT_MAX_BYTES;
-use crate::sync::process::SyncLog;
+use crate::sync::log::SyncLog;
 use crate::sync::script_guardian::GUARDIAN_SUBCOMMAND;
 use crate::timestamp::DirectoryName;
 use nix::errno::Errno;
@@ -653,7 +653,7 @@ mod tests {
                 .any(|line| line.starts_with("lr") && line.ends_with(output_pipe)),
             "the output pipe's read end is inherited: {descriptors}"
         );
-        let log_text = std::fs::read_to_string(crate::sync::process::sync_log_path(&home)).unwrap();
+        let log_text = std::fs::read_to_string(crate::sync::log::sync_log_path(&home)).unwrap();
         assert!(
             log_text.contains(" [script 20261124T000000Z] done\n"),
             "{log_text}"

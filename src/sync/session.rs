@@ -46,7 +46,7 @@
 //! `SyncStarted`.
 //!
 //! The sync log `$PGBAK/sync.log` gets a line per recorded fact and per output line of the
-//! children; its format is documented in [`crate::sync::process`].
+//! children; its format is documented in [`crate::sync::log`].
 //!
 //! Invariants: `SyncStarted` is recorded only while this process holds the sync lock, and
 //! `SyncStopped` before it lets go, so "the journal shows a session and nobody holds the lock"
@@ -60,16 +60,19 @@ use super::directories;
 use crate::config::Config;
 use crate::home::environment::PgbakHome;
 use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
-use crate::home::tree_scan::WAL_DIRECTORY_NAME;
+use crate::home::names::WAL_DIRECTORY_NAME;
 use crate::journal::JournalError;
 use crate::machine::{
     Action, Event, Policy, State, StopScriptReason, SyncStopReason, next_actions,
 };
+use crate::os::clock::SessionClock;
 use crate::os::durable;
 use crate::os::lock::{LockGuard, LockKind, LockRange, Wait};
+use crate::os::signals::StopSignals;
 use crate::sync::base_backup::BaseBackupRun;
 use crate::sync::base_backup::progress::ProgressFile;
-use crate::sync::process::{self, SessionClock, StopSignals, SyncLog};
+use crate::sync::lock;
+use crate::sync::log::SyncLog;
 use crate::sync::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
 use crate::timestamp::{DirectoryName, UnixMillis};
 use anyhow::Context;
@@ -140,7 +143,7 @@ pub fn run_sync_with_signals(
     let mut round_options = options;
     let mut first_round = true;
     loop {
-        let sync_lock = match process::try_take_sync_lock(home)? {
+        let sync_lock = match lock::try_take_sync_lock(home)? {
             Some(guard) => guard,
             None if options.background || !first_round => return Ok(SyncEnded::AnotherSyncRuns),
             None => {
@@ -149,7 +152,7 @@ pub fn run_sync_with_signals(
                     "another sync process is running; waiting for it to finish first \
                      (pgbak status shows what it is doing)",
                 );
-                match process::wait_for_sync_lock(home, signals)? {
+                match lock::wait_for_sync_lock(home, signals)? {
                     Some(guard) => guard,
                     None => {
                         let signal = signals.received().unwrap_or(Signal::SIGTERM);

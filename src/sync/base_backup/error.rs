@@ -1,7 +1,7 @@
 //! What can go wrong before `pg_basebackup` runs ([`BaseBackupError`]) and its `hint:` lines.
 
 use crate::hint::OperatorHint;
-use crate::home::tree_scan::BASE_FILE_NAME;
+use crate::home::names::BASE_FILE_NAME;
 use std::io;
 use std::path::PathBuf;
 

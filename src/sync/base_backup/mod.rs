@@ -73,7 +73,7 @@ use nix::sys::signal::{Signal, killpg};
 
 use crate::config::Config;
 use crate::home::environment::PgbakHome;
-use crate::home::tree_scan::BASE_FILE_NAME;
+use crate::home::names::BASE_FILE_NAME;
 use crate::os::durable::{PRIVATE_FILE_MODE, UnnamedFile, create_private_directory};
 use crate::timestamp::DirectoryName;
 use stream::CountingWriter;

@@ -20,7 +20,7 @@ use super::TAR_BLOCK_BYTES;
 use super::TAR_END_OF_ARCHIVE_BYTES;
 use super::TERMINATE_GRACE;
 use crate::config::{COMPRESSION_THREADS_MAX, Config};
-use crate::home::tree_scan::BASE_FILE_NAME;
+use crate::home::names::BASE_FILE_NAME;
 use crate::os::durable::UnnamedFile;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
