@@ -17,7 +17,7 @@
 //! - The environment is read in exactly one place ([`PgbakHome::from_process_environment`] and
 //!   its `init` twin); the checks themselves take the value as a parameter, so tests never touch
 //!   the process environment.
-//! - Every file and directory name inside `$PGBAK` is spelled once, here.
+//! - Every file and directory name inside `$PGBAK` is spelled once, in [`crate::home::names`].
 
 use std::ffi::OsString;
 use std::io;

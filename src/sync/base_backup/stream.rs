@@ -209,7 +209,7 @@ pub(super) fn spawn_program(config: &Config) -> Result<Child, BaseBackupError> {
     // Only stdin, stdout and stderr, whatever pgbak's caller passed in.
     // SAFETY: the closure makes one system call, close_range(2), and allocates nothing.
     unsafe {
-        command.pre_exec(crate::sync::script::inherit_only_standard_descriptors);
+        command.pre_exec(crate::os::process_group::inherit_only_standard_descriptors);
     }
     command.spawn().map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => BaseBackupError::ProgramNotFound {
