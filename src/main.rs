@@ -81,7 +81,7 @@ enum Command {
     /// the recorded system identifier and seal the current directory.
     NewSeries,
     /// Internal: leads the backup script's process group for the sync (see
-    /// src/effects/script_guardian.rs). Not for operators.
+    /// src/sync/script_guardian.rs). Not for operators.
     #[command(name = "__script-guardian", hide = true)]
     ScriptGuardian {
         program: std::ffi::OsString,
