@@ -22,7 +22,7 @@
 //!    before the journal is even opened, so the journal lock is never held while compressing
 //!    (S-2.6).
 //! 4. Choose the targets under the journal lock: refresh the journal, ask the machine
-//!    ([`archive_targets`]). If no directory is open, record `DirectoryOpened` right there
+//!    ([`archive_targets`](crate::machine::archive_targets)). If no directory is open, record `DirectoryOpened` right there
 //!    (intent before `mkdir`, S-3.2), under the same lock hold, so concurrent `wal` calls open
 //!    exactly one directory. Then, without the lock, create `TIMESTAMP/pg_wal/` as needed and
 //!    hard-link the file as `NAME.zst` into every target (S-2.7: compressed once), each link

@@ -17,7 +17,7 @@ pub enum ConfigError {
     #[error("config {}: is {kind}, not a regular file", .path.display())]
     NotARegularFile { path: PathBuf, kind: &'static str },
 
-    /// Larger than [`CONFIG_MAX_BYTES`] (S-7.1); none of it was parsed.
+    /// Larger than [`CONFIG_MAX_BYTES`](super::CONFIG_MAX_BYTES) (S-7.1); none of it was parsed.
     #[error(
         "config {}: is larger than {limit_bytes} bytes ({} MiB), the most pgbak reads from it",
         .path.display(),

@@ -13,7 +13,7 @@
 //!   the default (S-7). Every error names the file, the dotted key and, when known, the line.
 //! - Reading the file never blocks and never reads more than [`CONFIG_MAX_BYTES`] (S-7.1): a
 //!   FIFO, a device or a huge file in its place is an error naming what it is, promptly.
-//! - [`KEYS`] is the single list of keys, defaults, meanings and ranges; a test checks it
+//! - `keys::KEYS` is the single list of keys, defaults, meanings and ranges; a test checks it
 //!   against the structs, so the README (checked against [`documented_keys`]) cannot drift.
 
 use serde::{Deserialize, Serialize};

@@ -291,7 +291,7 @@ impl BaseBackupRun {
     /// thread then never links `base.tzst`), so about 10 s in all. One exception: if the program
     /// had already exited 0 and `base.tzst` is being fsynced and linked, it waits for that to end
     /// (never returning while a link could still happen), and `base.tzst` then exists; the
-    /// caller removes the directory with [`remove_failed_directory`] if it does not want it.
+    /// caller removes the directory with [`remove_failed_directory`](crate::sync::directories::remove_failed_directory) if it does not want it.
     pub fn stop(mut self) -> String {
         self.shutdown();
         self.shared.tail_text()
