@@ -14,22 +14,22 @@ pub trait OperatorHint {
 /// knowing every layer. Each layer adds its error type here.
 pub fn hint_for(error: &anyhow::Error) -> Option<String> {
     error.chain().find_map(|cause| {
-        if let Some(e) = cause.downcast_ref::<crate::effects::environment::EnvironmentError>() {
+        if let Some(e) = cause.downcast_ref::<crate::home::environment::EnvironmentError>() {
             return e.hint();
         }
-        if let Some(e) = cause.downcast_ref::<crate::effects::config::ConfigError>() {
+        if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
             return e.hint();
         }
-        if let Some(e) = cause.downcast_ref::<crate::effects::lock::LockError>() {
+        if let Some(e) = cause.downcast_ref::<crate::os::lock::LockError>() {
             return e.hint();
         }
         if let Some(e) = cause.downcast_ref::<crate::journal::JournalError>() {
             return e.hint();
         }
-        if let Some(e) = cause.downcast_ref::<crate::effects::base_backup::BaseBackupError>() {
+        if let Some(e) = cause.downcast_ref::<crate::sync::base_backup::BaseBackupError>() {
             return e.hint();
         }
-        if let Some(e) = cause.downcast_ref::<crate::effects::wal_archive::ArchiveError>() {
+        if let Some(e) = cause.downcast_ref::<crate::archive::ArchiveError>() {
             return e.hint();
         }
         if let Some(e) = cause.downcast_ref::<crate::commands::sync::SyncError>() {

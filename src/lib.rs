@@ -1,23 +1,36 @@
 //! pgbak: PostgreSQL backups by WAL archiving.
 //!
-//! Three layers, visible in the file tree:
+//! Rooms whose folders follow the data:
 //!
 //! - [`machine`]: the pure state machine. Facts in ([`machine::Event`]), commands out
 //!   ([`machine::Action`]); `apply` and `next_actions` carry all the logic. No I/O, no clock.
 //! - [`journal`]: the persisted, checksummed record of every fact, inside `$PGBAK/pgbak.lock`;
 //!   framing, recovery (torn tail, damage → rebuild) and crash-safe compaction.
-//! - [`effects`]: everything that touches the world: the environment checks, config file, OFD
-//!   locks, the directory tree, processes.
+//! - [`archive`]: `pgbak wal`, the archive path: input → compress → store (link, record),
+//!   with the copies already stored and `conflicts/` beside it.
+//! - [`sync`]: `pgbak sync`, the session loop and one module per action (base backup, backup
+//!   script, directories), with the sync's log and lock.
+//! - [`report`]: `pgbak status`: collect (I/O), analyse (pure), render.
+//! - [`config`]: `config.toml`: parse, validate, the documented key table.
+//! - [`home`]: `$PGBAK` itself: finding and checking it, strict modes, the name of every entry
+//!   in it, opening its journal, the tree scan.
+//! - [`os`]: operating-system primitives: durable files, OFD locks, the clock, signals,
+//!   bounded reads, process groups, detaching.
 //!
-//! [`commands`] turns each CLI subcommand into calls on those layers; `main.rs` only parses
+//! [`commands`] turns each CLI subcommand into calls on those rooms; `main.rs` only parses
 //! arguments, runs a command and maps its error to an exit code.
 
+pub mod archive;
 pub mod commands;
-pub mod effects;
+pub mod config;
 pub mod failpoint;
 pub mod hint;
+pub mod home;
 pub mod journal;
 pub mod machine;
+pub mod os;
+pub mod report;
+pub mod sync;
 pub mod timestamp;
 pub mod wal_header;
 pub mod wal_name;

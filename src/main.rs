@@ -8,7 +8,7 @@
 
 use clap::{Parser, Subcommand};
 use pgbak::commands;
-use pgbak::effects::environment::PgbakHome;
+use pgbak::home::environment::PgbakHome;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -81,7 +81,7 @@ enum Command {
     /// the recorded system identifier and seal the current directory.
     NewSeries,
     /// Internal: leads the backup script's process group for the sync (see
-    /// src/effects/script_guardian.rs). Not for operators.
+    /// src/sync/script_guardian.rs). Not for operators.
     #[command(name = "__script-guardian", hide = true)]
     ScriptGuardian {
         program: std::ffi::OsString,
@@ -145,7 +145,7 @@ fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             commands::new_series::run(&home, out)?;
         }
         Command::ScriptGuardian { program, args } => {
-            pgbak::effects::script_guardian::run_guardian(&program, &args)
+            pgbak::sync::script_guardian::run_guardian(&program, &args)
         }
     }
     Ok(ExitCode::SUCCESS)

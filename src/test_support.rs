@@ -27,8 +27,8 @@ impl ScratchDirectory {
     }
 
     /// This directory as a checked `$PGBAK` owned by the running user.
-    pub fn home(&self) -> crate::effects::environment::PgbakHome {
-        crate::effects::environment::PgbakHome {
+    pub fn home(&self) -> crate::home::environment::PgbakHome {
+        crate::home::environment::PgbakHome {
             path: self.0.clone(),
             owner_uid: nix::unistd::geteuid().as_raw(),
         }

@@ -4,12 +4,11 @@
 //! whole process group, start errors, and the `current` link and failed-directory removal
 //! (S-1.3, S-4.3 – S-4.6).
 
-use pgbak::effects::base_backup::{
-    BaseBackupError, BaseBackupRun, point_current_link_at, remove_failed_directory,
-};
-use pgbak::effects::config::Config;
-use pgbak::effects::environment::PgbakHome;
+use pgbak::config::Config;
 use pgbak::hint::OperatorHint;
+use pgbak::home::environment::PgbakHome;
+use pgbak::sync::base_backup::{BaseBackupError, BaseBackupRun};
+use pgbak::sync::directories::{point_current_link_at, remove_failed_directory};
 use pgbak::timestamp::DirectoryName;
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,5 +1,5 @@
 //! The backup script's group leader, `pgbak __script-guardian PROGRAM ARGS…`
-//! (src/effects/script_guardian.rs, S-5.4), through the real binary: it mirrors the script's
+//! (src/sync/script_guardian.rs, S-5.4), through the real binary: it mirrors the script's
 //! exit status and fatal signal, reports a program it cannot start with exit 126, and on
 //! SIGTERM stops its whole process group, children started without `exec` included.
 

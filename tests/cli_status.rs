@@ -2,8 +2,8 @@
 //! S-6.4): an empty `$PGBAK`, a journal with a torn tail, a garbage `pgbak.lock`, a missing
 //! journal next to backup directories, every refused environment, and `--json` / `--journal`.
 
-use pgbak::effects::environment::PgbakHome;
-use pgbak::effects::journal_file;
+use pgbak::home::environment::PgbakHome;
+use pgbak::home::journal_file;
 use pgbak::machine::{Event, archive_targets};
 use pgbak::timestamp::{DirectoryName, UnixMillis};
 use pgbak::wal_name::WalFileName;

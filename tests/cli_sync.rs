@@ -9,11 +9,12 @@
 //! took, except lower bounds the machine guarantees (the backoff between retries); every wait
 //! has a generous limit only so a bug cannot hang the test run.
 
-use pgbak::effects::environment::PgbakHome;
-use pgbak::effects::journal_file;
-use pgbak::effects::sync_process;
+use pgbak::home::environment::PgbakHome;
+use pgbak::home::journal_file;
 use pgbak::journal::Record;
 use pgbak::machine::{Event, SyncStopReason, archive_targets};
+use pgbak::os::clock;
+use pgbak::sync::lock;
 use pgbak::timestamp::DirectoryName;
 use pgbak::wal_name::WalFileName;
 use std::fs;
@@ -205,7 +206,7 @@ impl Fixture {
     /// directories it went into.
     fn archive(&self) -> Vec<DirectoryName> {
         let home = self.home();
-        let at = journal_file::now();
+        let at = clock::now();
         let mut opened = journal_file::open_journal(&home, at).unwrap();
         let state = opened.journal.state();
         let number = state.wal.archived_count + 1;
@@ -237,7 +238,7 @@ impl Fixture {
 
     /// Every fact in the journal, oldest first (after the last checkpoint).
     fn events(&self) -> Vec<Event> {
-        let opened = journal_file::open_journal(&self.home(), journal_file::now()).unwrap();
+        let opened = journal_file::open_journal(&self.home(), clock::now()).unwrap();
         journal_file::decode_journal(&opened)
             .unwrap()
             .records
@@ -475,7 +476,7 @@ fn wal_archived_during_a_run_makes_the_script_run_again_with_a_newer_current_tim
     // A file that arrives in a later second than everything the first run covers.
     let first_current = DirectoryName::parse(&fixture.runs()[0].current_timestamp).unwrap();
     fixture.wait_until("the clock passed the first run's timestamp", || {
-        DirectoryName::from_millis(journal_file::now()) > first_current
+        DirectoryName::from_millis(clock::now()) > first_current
     });
     let targets = fixture.archive();
     assert_eq!(targets, vec![directory]);
@@ -691,9 +692,7 @@ fn the_background_sync_defers_to_a_running_sync_and_otherwise_ships_everything_a
     let fixture = Fixture::new("background");
     fixture.script("exit 0\n");
     fixture.archive();
-    let held = sync_process::try_take_sync_lock(&fixture.home())
-        .unwrap()
-        .unwrap();
+    let held = lock::try_take_sync_lock(&fixture.home()).unwrap().unwrap();
     let output = fixture.run(&["sync", "--background"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(!fixture.kinds().contains(&"SyncStarted"));
@@ -719,9 +718,7 @@ fn a_foreground_sync_waits_for_the_running_sync_first() {
     let fixture = Fixture::new("waits");
     fixture.script("exit 0\n");
     fixture.archive();
-    let held = sync_process::try_take_sync_lock(&fixture.home())
-        .unwrap()
-        .unwrap();
+    let held = lock::try_take_sync_lock(&fixture.home()).unwrap().unwrap();
     let mut sync = fixture.spawn("sync", &["sync"]);
     fixture.wait_until("the sync says it waits", || {
         fixture

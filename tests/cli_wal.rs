@@ -6,10 +6,11 @@
 //!
 //! Tests that must not start a sync write `[sync] autostart = false` into `config.toml`.
 
-use pgbak::effects::environment::PgbakHome;
-use pgbak::effects::journal_file;
+use pgbak::home::environment::PgbakHome;
+use pgbak::home::journal_file;
 use pgbak::journal::Record;
 use pgbak::machine::Event;
+use pgbak::os::clock;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -244,7 +245,7 @@ fn journal_events(pgbak: &Path) -> Vec<Event> {
         path: pgbak.to_path_buf(),
         owner_uid: fs::metadata(pgbak).unwrap().uid(),
     };
-    let opened = journal_file::open_journal(&home, journal_file::now()).unwrap();
+    let opened = journal_file::open_journal(&home, clock::now()).unwrap();
     let decoded = journal_file::decode_journal(&opened).unwrap();
     decoded
         .records
@@ -663,20 +664,20 @@ fn directories_opened_while_wal_calls_run_receive_every_file_recorded_after_them
     let opener = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
-            let mut journal = journal_file::open_journal(&home, journal_file::now()).unwrap();
+            let mut journal = journal_file::open_journal(&home, clock::now()).unwrap();
             // Far from the first directory's name, so they never collide; `wal` itself never
             // opens one here, since one is always open.
-            let base = journal_file::now().seconds() + 1000;
+            let base = clock::now().seconds() + 1000;
             let mut opened = 0;
             while !stop.load(Ordering::SeqCst) && opened < OPENED_MAX {
                 let directory = pgbak::timestamp::DirectoryName(base + opened);
-                let at = journal_file::now();
+                let at = clock::now();
                 journal
                     .append(&[Event::DirectoryOpened { directory, at }], at)
                     .unwrap();
                 // The sync's mkdir comes after its intent; a `wal` may get there first.
                 std::thread::sleep(std::time::Duration::from_millis(15));
-                pgbak::effects::durable::create_private_directory(&home.directory_path(directory))
+                pgbak::os::durable::create_private_directory(&home.directory_path(directory))
                     .unwrap();
                 opened += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));

@@ -8,8 +8,8 @@
 //! `--include-ignored`. It prints its figures; it asserts no wall-clock time (a shared or busy
 //! machine would make such an assertion fail at random).
 
-use pgbak::effects::environment::PgbakHome;
-use pgbak::effects::journal_file;
+use pgbak::home::environment::PgbakHome;
+use pgbak::home::journal_file;
 use pgbak::journal::{COMPACTION_THRESHOLD_BYTES, FRAME_HEADER_BYTES, file_bytes_bound};
 use pgbak::machine::{Event, State};
 use pgbak::timestamp::{DirectoryName, UnixMillis};

@@ -1,7 +1,7 @@
 //! The README stays true: every config key with its default, every subcommand, and every
 //! `status` problem code the code can emit appear in it.
 
-use pgbak::effects::config::documented_keys;
+use pgbak::config::documented_keys;
 
 const README: &str = include_str!("../README.md");
 
@@ -41,12 +41,18 @@ fn readme_documents_every_command_and_problem_code() {
             .any(|heading| heading.contains(&format!("`pgbak {command}")));
         assert!(documented, "README lacks a section heading for {command}");
     }
-    let source = include_str!("../src/commands/status.rs");
-    for code in source
-        .split("code: \"")
-        .skip(1)
+    // Problems are raised where the report's parts are collected and analysed.
+    let sources = [
+        include_str!("../src/report/collect.rs"),
+        include_str!("../src/report/analyse.rs"),
+    ];
+    let codes: Vec<&str> = sources
+        .iter()
+        .flat_map(|source| source.split("code: \"").skip(1))
         .filter_map(|rest| rest.split('"').next())
-    {
+        .collect();
+    assert!(!codes.is_empty(), "no problem codes found in src/report/");
+    for code in codes {
         assert!(
             README.contains(&format!("`{code}`")),
             "README lacks problem code {code}"

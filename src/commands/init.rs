@@ -25,12 +25,11 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::effects::config::documented_keys;
-use crate::effects::durable::{
-    self, DirectoryCreation, Existing, PRIVATE_DIRECTORY_MODE, WriteOutcome,
-};
-use crate::effects::environment::{BACKUP_SCRIPT_NAME, EnvironmentError, PgbakHome, UserIdentity};
-use crate::effects::strict_modes;
+use crate::config::documented_keys;
+use crate::home::environment::{EnvironmentError, PgbakHome, UserIdentity};
+use crate::home::names::BACKUP_SCRIPT_NAME;
+use crate::home::strict_modes;
+use crate::os::durable::{self, DirectoryCreation, Existing, PRIVATE_DIRECTORY_MODE, WriteOutcome};
 
 /// The template's mode: private and executable by the owner (S-1.3).
 pub const BACKUP_SCRIPT_MODE: u32 = 0o700;
@@ -89,7 +88,7 @@ pub fn run_from_environment(out: &mut dyn Write) -> anyhow::Result<()> {
     run(&home, out)
 }
 
-/// Runs `pgbak init` for `home` (from [`crate::effects::environment::locate_for_init`]) and
+/// Runs `pgbak init` for `home` (from [`crate::home::environment::locate_for_init`]) and
 /// prints what it did and what to configure next to `out`.
 pub fn run(home: &PgbakHome, out: &mut dyn Write) -> anyhow::Result<()> {
     // The absolute path of this very binary, so the printed settings work whatever PATH
@@ -176,8 +175,7 @@ fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
     });
     let lock_path = home.lock_file_path();
     let journal_existed = std::fs::metadata(&lock_path).is_ok_and(|m| m.len() > 0);
-    let opened =
-        crate::effects::journal_file::open_journal(home, crate::effects::journal_file::now())?;
+    let opened = crate::home::journal_file::open_journal(home, crate::os::clock::now())?;
     steps.push(Step {
         path: lock_path.display().to_string(),
         done: if journal_existed {
@@ -406,7 +404,7 @@ fn systemd_word(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::effects::environment::locate_for_init;
+    use crate::home::environment::locate_for_init;
     use std::fs;
 
     use crate::test_support::ScratchDirectory;

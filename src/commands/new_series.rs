@@ -14,10 +14,11 @@
 //! Invariant: nothing is deleted, and nothing changes if a base backup is running (the machine
 //! refuses the fact then; the operator waits for it or stops the sync).
 
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file::{self, now};
 use crate::hint::OperatorHint;
+use crate::home::environment::PgbakHome;
+use crate::home::journal_file;
 use crate::machine::Event;
+use crate::os::clock::now;
 use std::io::Write;
 
 #[derive(Debug, thiserror::Error)]

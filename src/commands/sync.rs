@@ -1,7 +1,7 @@
 //! `pgbak sync [--base] [--background]` and `pgbak force-sync` (S-6.1, S-6.2, S-2.8).
 //!
 //! Owns: [`SyncRequest`], [`run`] and [`SyncError`]. The loop itself is
-//! [`crate::effects::driver`]; this module loads the configuration, runs the loop, and turns
+//! [`crate::sync::session`]; this module loads the configuration, runs the loop, and turns
 //! how it ended into the command's result:
 //!
 //! - finished (nothing pending, due, running or being retried), or, for `--background`,
@@ -18,13 +18,14 @@
 //! `pgbak wal` starts, S-2.8) never waits: one sync at a time is enough. All of them run until
 //! everything succeeded, retrying a failing script forever with backoff (S-5.3).
 
-use crate::effects::config;
-use crate::effects::driver::{self, SyncEnded, SyncOptions};
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file;
-use crate::effects::lock::LockFile;
+use crate::config;
 use crate::hint::OperatorHint;
+use crate::home::environment::PgbakHome;
+use crate::home::journal_file;
 use crate::machine::base_backup_due;
+use crate::os::clock;
+use crate::os::lock::LockFile;
+use crate::sync::session::{self, SyncEnded, SyncOptions};
 use nix::sys::signal::Signal;
 
 /// What the command line asked for.
@@ -75,7 +76,7 @@ fn check_base_backup_reached(home: &PgbakHome, config: &config::Config) -> anyho
     let Some(state) = journal_file::inspect_journal(&lock_file)?.state else {
         return Ok(());
     };
-    let due = base_backup_due(&state, journal_file::now(), &config.machine_policy());
+    let due = base_backup_due(&state, clock::now(), &config.machine_policy());
     if state.base_backup_server_unreachable && due.is_some() {
         let last = state
             .base_backup
@@ -98,7 +99,7 @@ pub fn run(home: &PgbakHome, request: SyncRequest) -> anyhow::Result<()> {
         force_base: request.force_base,
         background: request.background,
     };
-    match driver::run_sync(home, &config, options)? {
+    match session::run_sync(home, &config, options)? {
         SyncEnded::Finished if !request.background => check_base_backup_reached(home, &config),
         SyncEnded::Finished | SyncEnded::AnotherSyncRuns => Ok(()),
         SyncEnded::Interrupted { signal } => Err(SyncError::Interrupted { signal }.into()),

@@ -23,11 +23,12 @@
 //! repairs anything (except that a journal no process can replay is rebuilt, as by every
 //! command that opens it).
 
-use crate::effects::config;
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file::{self, now};
-use crate::effects::lock::{LockFile, LockRange};
+use crate::config;
+use crate::home::environment::PgbakHome;
+use crate::home::journal_file;
 use crate::machine::{BaseBackupDue, State, SyncStopReason, base_backup_due};
+use crate::os::clock::now;
+use crate::os::lock::{LockFile, LockRange};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -359,7 +360,7 @@ mod tests {
         let scratch = ScratchDirectory::new("wait-running");
         let home = home(&scratch);
         journal_with_pending_work(&home);
-        let _sync = crate::effects::sync_process::try_take_sync_lock(&home)
+        let _sync = crate::sync::lock::try_take_sync_lock(&home)
             .unwrap()
             .unwrap();
         let (outcome, why) = wait_for_sync(&home, Some(Duration::from_millis(300))).unwrap();

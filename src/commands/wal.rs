@@ -15,15 +15,15 @@
 //!   pipe of its stays open in the child; when `wal` exits, init adopts and reaps the child.
 
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::effects::config;
-use crate::effects::environment::{PGBAK_VARIABLE, PgbakHome};
-use crate::effects::journal_file;
-use crate::effects::lock::{LockFile, LockRange};
-use crate::effects::wal_archive;
+use crate::archive;
+use crate::config;
+use crate::home::environment::{PGBAK_VARIABLE, PgbakHome};
+use crate::os::clock;
+use crate::os::detach;
+use crate::os::lock::{LockFile, LockRange};
 
 /// The arguments of the background sync `wal` starts (S-2.8). `sync --background` takes the
 /// sync lock with a try-lock and exits 0 quietly if another sync holds it, so two `wal` calls
@@ -34,9 +34,9 @@ pub const BACKGROUND_SYNC_ARGUMENTS: [&str; 2] = ["sync", "--background"];
 /// and none runs (S-2.8).
 pub fn run(home: &PgbakHome, source: &Path) -> anyhow::Result<()> {
     // The WAL file is mapped, not copied: a truncation under us must exit 1, not kill us.
-    wal_archive::guard_against_truncation();
+    archive::guard_against_truncation();
     let config = config::load(&home.config_path())?;
-    let outcome = wal_archive::archive_wal(home, &config, source, journal_file::now())?;
+    let outcome = archive::archive_wal(home, &config, source, clock::now())?;
     if config.sync.autostart {
         if let Err(error) = start_sync_unless_running(home) {
             // After the ack: say so in PostgreSQL's log, but succeed (S-2.6).
@@ -60,47 +60,12 @@ fn start_sync_unless_running(home: &PgbakHome) -> anyhow::Result<()> {
 }
 
 /// Starts `pgbak sync --background` (this same executable) fully detached, and does not wait
-/// for it: own session (`setsid`, so no controlling terminal and no signals sent to the
-/// caller's process group), stdio on `/dev/null`, every descriptor above 2 closed at exec,
-/// `PGBAK` set to `home`.
-///
-/// The child is not reaped here. `pgbak wal` exits right away, so init adopts and reaps it; a
-/// long-lived caller would keep a zombie until it exits, and should wait for it itself.
+/// for it (see [`crate::os::detach`]), with `PGBAK` set to `home`.
 pub fn start_background_sync(home: &PgbakHome) -> io::Result<()> {
     let executable = std::env::current_exe()?;
     let mut command = Command::new(executable);
     command
         .args(BACKGROUND_SYNC_ARGUMENTS)
-        .env(PGBAK_VARIABLE, &home.path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed. It makes two system calls, setsid(2) and close_range(2), and
-    // allocates nothing.
-    unsafe {
-        command.pre_exec(detach_in_child);
-    }
-    // Dropping the `Child` neither waits for nor kills it.
-    command.spawn().map(drop)
-}
-
-/// In the forked child: a new session, and every inherited descriptor above stderr marked
-/// close-on-exec. PostgreSQL's archiver may pass descriptors it did not mark `O_CLOEXEC`
-/// (pipes among them); a sync holding one would keep the other end from seeing EOF.
-/// Marking instead of closing keeps std's own exec-error pipe working.
-fn detach_in_child() -> io::Result<()> {
-    nix::unistd::setsid().map_err(io::Error::from)?;
-    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
-    // touches no memory. Kernels before 5.11 reject it (ENOSYS or EINVAL): then the
-    // descriptors stay as the caller left them, which is what every older tool does.
-    let _ = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_close_range,
-            3 as nix::libc::c_uint,
-            nix::libc::c_uint::MAX,
-            nix::libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    Ok(())
+        .env(PGBAK_VARIABLE, &home.path);
+    detach::spawn_detached(command)
 }

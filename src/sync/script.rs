@@ -1,9 +1,8 @@
-//! Running `$PGBAK/scripts/backup` (S-5.1, S-5.3, S-5.4), and the process-group child it runs
-//! as.
+//! Running `$PGBAK/scripts/backup` (S-5.1, S-5.3, S-5.4) as a process group
+//! (`crate::os::process_group::ChildGroup`).
 //!
-//! Owns: [`ChildGroup`] (any child pgbak runs in its own process group, with its stdout and
-//! stderr drained on a thread into the sync log and a bounded tail) and [`ScriptProcess`] (one
-//! run of the backup script, polled without blocking by the driver).
+//! Owns: [`ScriptProcess`] (one run of the backup script, polled without blocking by the
+//! session) and the failure text that goes into the journal ([`failure_output`]).
 //!
 //! The script's contract (S-5.1): its working directory is the backup directory, argument 1 is
 //! the directory's name (the base backup's `TIMESTAMP`), argument 2 the current timestamp (the
@@ -15,7 +14,7 @@
 //! Process groups, after watchexec's process-wrap: the child calls `setpgid(0, 0)` before exec
 //! (`CommandExt::process_group(0)`), so it and everything it starts form a group pgbak can
 //! signal as a whole (S-5.4). Stopping sends SIGTERM to the group, waits up to
-//! [`STOP_GRACE`], then sends SIGKILL to the group and reaps the leader. When the leader exits
+//! `STOP_GRACE`, then sends SIGKILL to the group and reaps the leader. When the leader exits
 //! by itself, whatever it left running in its group is killed too (SIGKILL) before the leader
 //! is reaped: a forgotten background `ssh` would otherwise hold the output pipe open and outlive
 //! the sync. The leader is detected with `waitid(…, WNOWAIT)` and only reaped after the group
@@ -23,7 +22,7 @@
 //!
 //! The script starts with an empty signal mask and default signal dispositions (pgbak's own
 //! handlers do not survive exec). Its group is led by pgbak's guardian
-//! ([`crate::effects::script_guardian`]), started with `PR_SET_PDEATHSIG` = SIGTERM: if the
+//! ([`crate::sync::script_guardian`]), started with `PR_SET_PDEATHSIG` = SIGTERM: if the
 //! sync process is killed outright (`kill -9`), the guardian stops the whole group instead of
 //! letting it run on, unsupervised, next to the run the next sync starts (S-5.2: one run at a
 //! time; S-5.4).
@@ -32,85 +31,27 @@
 //! `Err` with a message for the journal (S-5.3: a failure like any other, retried with
 //! backoff). Every child inherits only its three standard descriptors: pgbak opens everything
 //! `O_CLOEXEC` (S-3.5: no lock is inherited), and whatever pgbak's own caller passed in is
-//! marked close-on-exec in the child ([`inherit_only_standard_descriptors`]). Waiting for the drain thread is
-//! bounded ([`DRAIN_WAIT`]): a grandchild that escaped the group with the pipe cannot hang the
+//! marked close-on-exec in the child (`inherit_only_standard_descriptors`). Waiting for the drain thread is
+//! bounded (`DRAIN_WAIT`): a grandchild that escaped the group with the pipe cannot hang the
 //! sync.
 
-use crate::effects::environment::{PGBAK_VARIABLE, PgbakHome};
-use crate::effects::script_guardian::GUARDIAN_SUBCOMMAND;
-use crate::effects::sync_process::SyncLog;
+use crate::home::environment::{PGBAK_VARIABLE, PgbakHome};
 use crate::machine::FAILURE_OUTPUT_MAX_BYTES;
+use crate::os::process_group::ChildGroup;
+use crate::os::process_group::STOP_GRACE;
+use crate::os::process_group::describe_exit;
+use crate::os::process_group::last_bytes;
+use crate::sync::log::SyncLog;
+use crate::sync::script_guardian::GUARDIAN_SUBCOMMAND;
 use crate::timestamp::DirectoryName;
-use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-use nix::unistd::{AccessFlags, Pid};
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use nix::sys::signal::Signal;
+use nix::unistd::AccessFlags;
+use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long a stopped child's process group gets between SIGTERM and SIGKILL: enough for rsync
-/// or rclone to close connections and remove temporary files, short enough that `systemctl
-/// stop` (90 s by default) is never the one that kills pgbak.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// How long to wait for the output drain thread once the child's group is gone. Its pipe is
-/// closed by then unless a grandchild escaped the group (`setsid`) holding it; the thread is
-/// then left to finish on its own.
-pub const DRAIN_WAIT: Duration = Duration::from_secs(2);
-
-/// A longer output line is cut into pieces of this many bytes, so one runaway line (a progress
-/// bar without newlines) cannot grow memory or the log without bound.
-pub const LINE_MAX_BYTES: usize = 4096;
-
-/// How often [`ChildGroup::stop`] looks whether the group leader has exited.
-const STOP_POLL: Duration = Duration::from_millis(20);
-
-/// The last lines of a child's output, at most [`FAILURE_OUTPUT_MAX_BYTES`] in all (joined with
-/// newlines), for the journal.
-#[derive(Debug, Default)]
-struct OutputTail {
-    lines: VecDeque<String>,
-    /// Bytes of `lines` joined with `\n`.
-    bytes: usize,
-}
-
-impl OutputTail {
-    fn push(&mut self, line: String) {
-        let line = last_bytes(&line, FAILURE_OUTPUT_MAX_BYTES).to_owned();
-        self.bytes += line.len() + usize::from(!self.lines.is_empty());
-        self.lines.push_back(line);
-        while self.bytes > FAILURE_OUTPUT_MAX_BYTES {
-            let Some(oldest) = self.lines.pop_front() else {
-                break;
-            };
-            self.bytes -= oldest.len() + usize::from(!self.lines.is_empty());
-        }
-    }
-
-    fn text(&self) -> String {
-        Vec::from(self.lines.clone()).join("\n")
-    }
-}
-
-/// The last `max_bytes` of `text`, starting on a character boundary.
-fn last_bytes(text: &str, max_bytes: usize) -> &str {
-    if text.len() <= max_bytes {
-        return text;
-    }
-    let mut start = text.len() - max_bytes;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
-}
 
 /// A failure's output for the journal: the child's last lines, then `reason` as the last line
 /// (the one `status` and the sync log show first), trimmed from the front to whole lines within
@@ -131,229 +72,6 @@ pub fn failure_output(tail: &str, reason: &str) -> String {
     match cut.find('\n') {
         Some(newline) if cut.len() - (newline + 1) > reason.len() => cut[newline + 1..].to_owned(),
         _ => cut.to_owned(),
-    }
-}
-
-/// How a child ended, in words: `exited with status 3`, `killed by SIGKILL`.
-pub fn describe_exit(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exited with status {code}");
-    }
-    match status.signal() {
-        Some(number) => match Signal::try_from(number) {
-            Ok(signal) => format!("killed by {signal}"),
-            Err(_) => format!("killed by signal {number}"),
-        },
-        None => format!("ended with wait status {}", status.into_raw()),
-    }
-}
-
-/// A child running in its own process group with its output drained on a thread (see the
-/// module header). Dropping it without [`ChildGroup::stop`] or a completed
-/// [`ChildGroup::try_exit`] kills the group, so no child outlives its owner unnoticed.
-#[derive(Debug)]
-pub struct ChildGroup {
-    child: Child,
-    /// The group id: the leader's pid.
-    group: Pid,
-    tail: Arc<Mutex<OutputTail>>,
-    drain: Option<JoinHandle<()>>,
-    /// Set once the leader has been reaped.
-    finished: bool,
-}
-
-impl ChildGroup {
-    /// Spawns `command` with stdin on `/dev/null`, stdout and stderr on one pipe drained into
-    /// `log` (each line tagged `log_source`) and the output tail, in a new process group.
-    pub fn spawn(
-        mut command: Command,
-        log: Arc<SyncLog>,
-        log_source: String,
-    ) -> io::Result<ChildGroup> {
-        let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(writer.try_clone()?))
-            .stderr(Stdio::from(writer))
-            .process_group(0);
-        // SAFETY: the closure makes one system call, close_range(2), and allocates nothing.
-        unsafe {
-            command.pre_exec(inherit_only_standard_descriptors);
-        }
-        let spawned = command.spawn();
-        // The parent's copies of the pipe's write end live in `command`; closing them now means
-        // the drain thread sees end-of-file as soon as the child's group is gone.
-        drop(command);
-        let child = spawned?;
-        let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-        let tail = Arc::new(Mutex::new(OutputTail::default()));
-        let drain = {
-            let tail = Arc::clone(&tail);
-            let reader = File::from(reader);
-            std::thread::Builder::new()
-                .name(format!("drain {log_source}"))
-                .spawn(move || drain_lines(reader, &log, &log_source, &tail))
-        };
-        let mut group_child = ChildGroup {
-            child,
-            group,
-            tail,
-            drain: None,
-            finished: false,
-        };
-        match drain {
-            Ok(handle) => group_child.drain = Some(handle),
-            Err(error) => {
-                // Without a reader the child would block on a full pipe: stop it.
-                group_child.kill_and_reap();
-                return Err(error);
-            }
-        }
-        Ok(group_child)
-    }
-
-    /// The leader's pid (= the group id).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The last lines of output so far.
-    pub fn output_tail(&self) -> String {
-        lock_tail(&self.tail).text()
-    }
-
-    /// Non-blocking: `Some(status)` once the leader has exited; its group is then killed, the
-    /// leader reaped and the output drained (bounded by [`DRAIN_WAIT`]).
-    pub fn try_exit(&mut self) -> io::Result<Option<ExitStatus>> {
-        if self.finished {
-            return Err(io::Error::other("the child was already reaped"));
-        }
-        if !self.leader_exited()? {
-            return Ok(None);
-        }
-        // Leftovers of the group (see the module header). The unreaped leader keeps the group
-        // id reserved, so this cannot hit an unrelated group.
-        let _ = killpg(self.group, Signal::SIGKILL);
-        let status = self.child.wait()?;
-        self.finished = true;
-        self.finish_drain();
-        Ok(Some(status))
-    }
-
-    /// Sends SIGTERM to the whole group without waiting: the first half of [`Self::stop`], so
-    /// several children can be asked to stop at once.
-    pub fn terminate(&self) {
-        if !self.finished {
-            let _ = killpg(self.group, Signal::SIGTERM);
-        }
-    }
-
-    /// Stops the group: SIGTERM, up to `grace` for the leader to exit, SIGKILL to the group,
-    /// reap. Returns how the leader ended (`None` if it could not be waited for) and the last
-    /// lines of output.
-    pub fn stop(mut self, grace: Duration) -> (Option<ExitStatus>, String) {
-        if self.finished {
-            return (None, self.output_tail());
-        }
-        self.terminate();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            match self.leader_exited() {
-                Ok(true) | Err(_) => break,
-                Ok(false) => std::thread::sleep(STOP_POLL),
-            }
-        }
-        let status = self.kill_and_reap();
-        (status, self.output_tail())
-    }
-
-    /// SIGKILL to the group, then reap the leader (which SIGKILL ends promptly) and drain.
-    fn kill_and_reap(&mut self) -> Option<ExitStatus> {
-        if self.finished {
-            return None;
-        }
-        let _ = killpg(self.group, Signal::SIGKILL);
-        let status = self.child.wait().ok();
-        self.finished = true;
-        self.finish_drain();
-        status
-    }
-
-    /// Whether the leader has exited, without reaping it (`WNOWAIT`).
-    fn leader_exited(&self) -> io::Result<bool> {
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        match waitid(Id::Pid(self.group), flags) {
-            Ok(WaitStatus::StillAlive) => Ok(false),
-            Ok(_) => Ok(true),
-            Err(Errno::EINTR) => Ok(false),
-            Err(errno) => Err(io::Error::from(errno)),
-        }
-    }
-
-    fn finish_drain(&mut self) {
-        let Some(handle) = self.drain.take() else {
-            return;
-        };
-        let deadline = Instant::now() + DRAIN_WAIT;
-        while !handle.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(STOP_POLL);
-        }
-        if handle.is_finished() {
-            let _ = handle.join();
-        }
-        // Otherwise a grandchild outside the group holds the pipe: the thread ends when it
-        // closes it, and the tail already holds everything read so far.
-    }
-}
-
-impl Drop for ChildGroup {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.kill_and_reap();
-        }
-    }
-}
-
-fn lock_tail(tail: &Mutex<OutputTail>) -> std::sync::MutexGuard<'_, OutputTail> {
-    match tail.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-/// The drain thread: reads the pipe until end-of-file, cutting it into lines (at most
-/// [`LINE_MAX_BYTES`] each) for the log and the tail.
-fn drain_lines(mut reader: File, log: &SyncLog, source: &str, tail: &Mutex<OutputTail>) {
-    let emit = |bytes: &[u8]| {
-        let line = String::from_utf8_lossy(bytes);
-        let line = line.trim_end_matches('\r');
-        log.line(source, line);
-        lock_tail(tail).push(line.to_owned());
-    };
-    let mut buffer = [0u8; 8192];
-    let mut partial: Vec<u8> = Vec::new();
-    loop {
-        let read = match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        for &byte in &buffer[..read] {
-            if byte == b'\n' {
-                emit(&partial);
-                partial.clear();
-            } else {
-                partial.push(byte);
-                if partial.len() >= LINE_MAX_BYTES {
-                    emit(&partial);
-                    partial.clear();
-                }
-            }
-        }
-    }
-    if !partial.is_empty() {
-        emit(&partial);
     }
 }
 
@@ -408,7 +126,7 @@ pub fn script_problem(script: &Path) -> Option<String> {
 /// What leads the script's process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupLeader {
-    /// pgbak's own guardian ([`crate::effects::script_guardian`]), running the script as its
+    /// pgbak's own guardian ([`crate::sync::script_guardian`]), running the script as its
     /// child: when the sync dies, the whole group is stopped. What the sync uses.
     Guardian,
     /// The script itself: when the sync dies, only the script is told. For tests of this
@@ -536,33 +254,12 @@ impl ScriptProcess {
         self.group.terminate();
     }
 
-    /// Stops the run (SIGTERM, [`STOP_GRACE`], SIGKILL, reap) and returns the output for
+    /// Stops the run (SIGTERM, `STOP_GRACE`, SIGKILL, reap) and returns the output for
     /// `ScriptFailed`: its last lines, then `reason`.
     pub fn stop(self, reason: &str) -> String {
         let (_, tail) = self.group.stop(STOP_GRACE);
         failure_output(&tail, reason)
     }
-}
-
-/// In a forked child before exec: every descriptor above stderr is marked close-on-exec, so
-/// the child inherits only stdin, stdout and stderr. pgbak's own descriptors are `O_CLOEXEC`
-/// already, but a foreground `pgbak sync` may have been given others by its caller (a shell's
-/// `exec 251<file`, a terminal multiplexer, a service manager's sockets), and a script holding
-/// one keeps a pipe open or a file busy long after pgbak is gone. Marking instead of closing
-/// keeps std's own exec-error pipe working. Kernels before 5.11 reject the flag: then the
-/// descriptors stay as the caller left them, as with every older tool.
-pub fn inherit_only_standard_descriptors() -> io::Result<()> {
-    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it
-    // touches no memory.
-    let _ = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_close_range,
-            3 as nix::libc::c_uint,
-            nix::libc::c_uint::MAX,
-            nix::libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    Ok(())
 }
 
 /// The one line for a script that could not be started (here, or in the guardian).
@@ -581,6 +278,7 @@ pub fn start_failure(script: &std::ffi::OsStr, error: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::os::process_group::OutputTail;
     use crate::test_support::ScratchDirectory;
     use std::os::unix::fs::PermissionsExt;
 
@@ -653,8 +351,7 @@ mod tests {
                 .any(|line| line.starts_with("lr") && line.ends_with(output_pipe)),
             "the output pipe's read end is inherited: {descriptors}"
         );
-        let log_text =
-            std::fs::read_to_string(crate::effects::sync_process::sync_log_path(&home)).unwrap();
+        let log_text = std::fs::read_to_string(crate::sync::log::sync_log_path(&home)).unwrap();
         assert!(
             log_text.contains(" [script 20261124T000000Z] done\n"),
             "{log_text}"

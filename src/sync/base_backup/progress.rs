@@ -24,15 +24,11 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::effects::durable::PRIVATE_FILE_MODE;
-use crate::effects::environment::PgbakHome;
-use crate::effects::regular_file::{
-    NON_BLOCKING_OPEN_FLAGS, Symlinks, read_capped, require_regular,
-};
+use crate::home::environment::PgbakHome;
+use crate::home::names::PROGRESS_FILE_NAME;
+use crate::os::durable::PRIVATE_FILE_MODE;
+use crate::os::regular_file::{NON_BLOCKING_OPEN_FLAGS, Symlinks, read_capped, require_regular};
 use crate::timestamp::DirectoryName;
-
-/// The file's name in `$PGBAK`.
-pub const PROGRESS_FILE_NAME: &str = "base-backup.progress";
 
 /// The most `status` reads of the file: the line is under 64 bytes.
 const PROGRESS_FILE_MAX_BYTES: u64 = 4096;

@@ -9,7 +9,7 @@
 //! - A [`PgbakHome`] from [`locate_pgbak`] names an absolute path that was an existing directory
 //!   owned by the user pgbak runs as when it was checked (S-1.1, S-1.4), in which nothing that
 //!   pgbak reads to decide what to run could be changed by another user (S-1.5, see
-//!   [`crate::effects::strict_modes`]). pgbak never creates `$PGBAK` outside `pgbak init`
+//!   [`crate::home::strict_modes`]). pgbak never creates `$PGBAK` outside `pgbak init`
 //!   (S-1.1), so nothing here creates anything.
 //! - Only S-1.5 is relaxed for `status` (it reports the findings as a problem, since it runs
 //!   nothing) and for `init` (which repairs the mode of `$PGBAK`); S-1.1 and S-1.4 hold for
@@ -17,33 +17,26 @@
 //! - The environment is read in exactly one place ([`PgbakHome::from_process_environment`] and
 //!   its `init` twin); the checks themselves take the value as a parameter, so tests never touch
 //!   the process environment.
-//! - Every file and directory name inside `$PGBAK` is spelled once, here.
+//! - Every file and directory name inside `$PGBAK` is spelled once, in [`crate::home::names`].
 
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::effects::strict_modes::{self, Insecurity};
+use super::names::BACKUP_SCRIPT_NAME;
+use super::names::CONFIG_FILE_NAME;
+use super::names::CONFLICTS_DIRECTORY_NAME;
+use super::names::CURRENT_LINK_NAME;
+use super::names::LOCK_FILE_NAME;
+use super::names::SCRIPTS_DIRECTORY_NAME;
 use crate::hint::OperatorHint;
+use crate::home::strict_modes::{self, Insecurity};
 use crate::timestamp::DirectoryName;
 
 /// The environment variable that names the backup directory (seed: "Data is stored in a local
 /// directory provided through the `PGBAK` environment variable").
 pub const PGBAK_VARIABLE: &str = "PGBAK";
-
-/// The lock file, which also holds the journal (S-3.1, S-3.5).
-pub const LOCK_FILE_NAME: &str = "pgbak.lock";
-/// The optional configuration file (S-7).
-pub const CONFIG_FILE_NAME: &str = "config.toml";
-/// The directory for the operator's scripts (seed layout).
-pub const SCRIPTS_DIRECTORY_NAME: &str = "scripts";
-/// The backup script inside [`SCRIPTS_DIRECTORY_NAME`] (S-5).
-pub const BACKUP_SCRIPT_NAME: &str = "backup";
-/// The relative symlink to the newest complete backup directory (S-1.3, S-4.3).
-pub const CURRENT_LINK_NAME: &str = "current";
-/// Where rejected bytes of a conflicting re-archive are kept for inspection (S-2.4).
-pub const CONFLICTS_DIRECTORY_NAME: &str = "conflicts";
 
 /// The example directory used in hints, where the FHS puts a service's state.
 const EXAMPLE_PGBAK_PATH: &str = "/var/lib/pgbak";

@@ -51,6 +51,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 
 use crate::hint::OperatorHint;
+use crate::os::durable::PRIVATE_FILE_MODE;
 
 /// Offset of the journal lock byte (see the module header).
 pub const JOURNAL_LOCK_OFFSET: u64 = 0;
@@ -58,9 +59,6 @@ pub const JOURNAL_LOCK_OFFSET: u64 = 0;
 pub const SYNC_LOCK_OFFSET: u64 = 1;
 /// Length of every lock range, in bytes.
 pub const LOCK_RANGE_LENGTH: u64 = 1;
-
-/// The lock file's mode (S-1.3: files pgbak creates are private).
-pub const LOCK_FILE_MODE: u32 = 0o600;
 
 /// First sleep between two attempts of a bounded wait. Journal appends hold the lock for one
 /// write + fsync, typically well under a millisecond to a few milliseconds.
@@ -326,7 +324,7 @@ impl LockFile {
                 .read(true)
                 .write(true)
                 .create_new(create_new)
-                .mode(LOCK_FILE_MODE)
+                .mode(PRIVATE_FILE_MODE)
                 .custom_flags(libc::O_CLOEXEC);
             options
         };
@@ -335,9 +333,9 @@ impl LockFile {
                 // The umask may have narrowed the mode (S-1.3 wants exactly 0600), and the
                 // new name must survive a crash like every file pgbak creates.
                 created
-                    .set_permissions(std::fs::Permissions::from_mode(LOCK_FILE_MODE))
+                    .set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
                     .map_err(open_error)?;
-                crate::effects::durable::fsync_directory(&directory_path).map_err(open_error)?;
+                crate::os::durable::fsync_directory(&directory_path).map_err(open_error)?;
                 created
             }
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {

@@ -9,14 +9,15 @@
 //! Invariants: `pgbak.lock` is opened, never created anew over an existing file, never renamed
 //! or deleted (other processes hold OFD locks on it, S-3.5); every descriptor is `O_CLOEXEC`.
 
-use crate::effects::durable::{self, Existing, PRIVATE_FILE_MODE};
-use crate::effects::environment::{LOCK_FILE_NAME, PgbakHome};
-use crate::effects::lock::{LockFile, LockKind, LockRange, Wait};
-use crate::effects::tree_scan::{self, ScanError};
+use super::names::LOCK_FILE_NAME;
+use crate::home::environment::PgbakHome;
+use crate::home::tree_scan::{self, ScanError};
 use crate::journal::{
     DecodedJournal, Inspection, Journal, JournalOptions, OpenError, OpenReport, RebuildRequest,
 };
 use crate::machine::{Event, State};
+use crate::os::durable::{self, Existing, PRIVATE_FILE_MODE};
+use crate::os::lock::{LockFile, LockKind, LockRange, Wait};
 use crate::timestamp::UnixMillis;
 use anyhow::Context;
 use std::fs::File;
@@ -38,14 +39,6 @@ pub struct OpenedJournal {
     pub report: OpenReport,
     /// Where the damaged journal's bytes were kept, when it was rebuilt.
     pub damaged_copy: Option<PathBuf>,
-}
-
-/// The clock, read in one place so every fact's time comes from here.
-pub fn now() -> UnixMillis {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    UnixMillis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A new journal's identity: distinct across rebuilds by time and process (no randomness is

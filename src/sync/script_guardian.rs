@@ -20,7 +20,8 @@
 //! - Once told to stop, it never outlives [`STOP_GRACE`] plus one poll: the SIGKILL it sends to
 //!   its group includes itself.
 
-use crate::effects::script::{STOP_GRACE, start_failure};
+use crate::os::process_group::STOP_GRACE;
+use crate::sync::script::start_failure;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgrp};

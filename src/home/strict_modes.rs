@@ -37,7 +37,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::effects::environment::{BACKUP_SCRIPT_NAME, PgbakHome, UserIdentity};
+use super::names::BACKUP_SCRIPT_NAME;
+use crate::home::environment::{PgbakHome, UserIdentity};
 
 /// The scripts pgbak runs from `scripts/`: each must be as safe as `scripts/` itself.
 pub const SCRIPT_NAMES: &[&str] = &[BACKUP_SCRIPT_NAME];

@@ -400,7 +400,7 @@ mod tests {
         let program = std::env::current_exe().unwrap();
         for mask in ["000", "777"] {
             let status = std::process::Command::new(&program)
-                .args(["--exact", "effects::durable::tests::umask_child_process"])
+                .args(["--exact", "os::durable::tests::umask_child_process"])
                 .args(["--test-threads=1", "--quiet"])
                 .env(
                     UMASK_CHILD_VARIABLE,
@@ -432,7 +432,7 @@ mod tests {
         create_private_directory(&directory).unwrap();
         write_file_durably(&directory, "private", b"x", 0o600, Existing::Fail).unwrap();
         write_file_durably(&directory, "script", b"x", 0o700, Existing::Fail).unwrap();
-        crate::effects::lock::LockFile::open(&directory.join("lock")).unwrap();
+        crate::os::lock::LockFile::open(&directory.join("lock")).unwrap();
     }
 
     #[test]

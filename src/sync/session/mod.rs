@@ -46,7 +46,7 @@
 //! `SyncStarted`.
 //!
 //! The sync log `$PGBAK/sync.log` gets a line per recorded fact and per output line of the
-//! children; its format is documented in [`crate::effects::sync_process`].
+//! children; its format is documented in [`crate::sync::log`].
 //!
 //! Invariants: `SyncStarted` is recorded only while this process holds the sync lock, and
 //! `SyncStopped` before it lets go, so "the journal shows a session and nobody holds the lock"
@@ -56,25 +56,29 @@
 //! [`UNRECORDED_RETRY`] instead of at once, so a persistent file-system problem never becomes a
 //! busy loop, and the rest of the work (shipping WAL) goes on meanwhile.
 
-use crate::effects::base_backup::{self, BaseBackupRun};
-use crate::effects::base_progress::ProgressFile;
-use crate::effects::config::Config;
-use crate::effects::durable;
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
-use crate::effects::lock::{LockGuard, LockKind, LockRange, Wait};
-use crate::effects::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
-use crate::effects::sync_process::{self, SessionClock, StopSignals, SyncLog};
-use crate::effects::tree_scan::WAL_DIRECTORY_NAME;
+use super::directories;
+use crate::config::Config;
+use crate::home::environment::PgbakHome;
+use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
 use crate::journal::JournalError;
 use crate::machine::{
     Action, Event, Policy, State, StopScriptReason, SyncStopReason, next_actions,
 };
+use crate::os::clock::SessionClock;
+use crate::os::lock::{LockGuard, LockKind, LockRange, Wait};
+use crate::os::signals::StopSignals;
+use crate::sync::lock;
+use crate::sync::log::SyncLog;
+use crate::sync::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
 use crate::timestamp::{DirectoryName, UnixMillis};
 use anyhow::Context;
+use base_backup::RunningBase;
+use base_backup::base_backup_outcome;
 use nix::sys::signal::Signal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod base_backup;
 
 /// The longest the loop sleeps: how soon it notices a child that finished, a stop signal, or a
 /// file `pgbak wal` archived ("notices new WAL within a second"). Each look is a `waitid` per
@@ -139,7 +143,7 @@ pub fn run_sync_with_signals(
     let mut round_options = options;
     let mut first_round = true;
     loop {
-        let sync_lock = match sync_process::try_take_sync_lock(home)? {
+        let sync_lock = match lock::try_take_sync_lock(home)? {
             Some(guard) => guard,
             None if options.background || !first_round => return Ok(SyncEnded::AnotherSyncRuns),
             None => {
@@ -148,7 +152,7 @@ pub fn run_sync_with_signals(
                     "another sync process is running; waiting for it to finish first \
                      (pgbak status shows what it is doing)",
                 );
-                match sync_process::wait_for_sync_lock(home, signals)? {
+                match lock::wait_for_sync_lock(home, signals)? {
                     Some(guard) => guard,
                     None => {
                         let signal = signals.received().unwrap_or(Signal::SIGTERM);
@@ -249,30 +253,6 @@ fn refresh_journal(
         }
         Err(error) => Err(anyhow::Error::new(error)
             .context(format!("journal {}", journal.lock_file.path().display()))),
-    }
-}
-
-/// A base backup this session is running.
-struct RunningBase {
-    directory: DirectoryName,
-    run: BaseBackupRun,
-    /// For `status` only; `None` if the file could not be created (the run goes on). Dropping
-    /// it with this struct removes the file.
-    progress: Option<ProgressFile>,
-}
-
-impl RunningBase {
-    /// Publishes the bytes written so far (throttled). Failing to is noted once and the file
-    /// is given up: status then shows the count as unknown, and the backup is unaffected.
-    fn report_progress(&mut self, log: &SyncLog) {
-        if let Some(progress) = self.progress.as_mut()
-            && let Err(error) = progress.update(self.run.bytes_read(), self.run.bytes_written())
-        {
-            log.note(&format!(
-                "cannot write the base backup's progress for status: {error}"
-            ));
-            self.progress = None;
-        }
     }
 }
 
@@ -479,7 +459,7 @@ impl Session<'_> {
         self.deferred.retain(|(deferred, _)| deferred != action);
         match action {
             Action::RemoveFailedDirectory { directory } => {
-                match base_backup::remove_failed_directory(self.home, *directory) {
+                match directories::remove_failed_directory(self.home, *directory) {
                     Ok(()) => self.record(vec![Event::DirectoryRemoved {
                         directory: *directory,
                         at: self.now(),
@@ -494,7 +474,7 @@ impl Session<'_> {
                 }
             }
             Action::PointCurrentLinkAt { directory } => {
-                match base_backup::point_current_link_at(self.home, *directory) {
+                match directories::point_current_link_at(self.home, *directory) {
                     Ok(()) => self.record(vec![Event::CurrentLinkSwitched {
                         directory: *directory,
                         at: self.now(),
@@ -543,69 +523,6 @@ impl Session<'_> {
         ));
         self.deferred
             .push((action.clone(), Instant::now() + UNRECORDED_RETRY));
-    }
-
-    /// S-4.3: `DirectoryOpened` (intent of the `mkdir`), the directory and its `pg_wal/`,
-    /// `BaseBackupStarted` (intent of the run), then `pg_basebackup`. Failing to create the
-    /// directory or to start the program is the attempt's failure, recorded at once, so the
-    /// machine's backoff applies (S-4.5).
-    fn start_base_backup(
-        &mut self,
-        directory: DirectoryName,
-        open_directory: bool,
-    ) -> anyhow::Result<()> {
-        if open_directory {
-            self.record(vec![Event::DirectoryOpened {
-                directory,
-                at: self.now(),
-            }])?;
-        }
-        let path = self.home.directory_path(directory);
-        let prepared = durable::create_private_directory(&path)
-            .and_then(|_| durable::create_private_directory(&path.join(WAL_DIRECTORY_NAME)));
-        self.record(vec![Event::BaseBackupStarted {
-            directory,
-            at: self.now(),
-        }])?;
-        crate::failpoint::fail_point("sync-after-base-intent");
-        let started = match prepared {
-            Err(error) => Err(format!("cannot create {}: {error}", path.display())),
-            Ok(_) => {
-                let log = Arc::clone(&self.log);
-                BaseBackupRun::start_with_log(
-                    self.home,
-                    self.config,
-                    directory,
-                    Box::new(move |line: &str| log.line("[pg_basebackup]", line)),
-                )
-                .map_err(|error| error_chain(&error))
-            }
-        };
-        match started {
-            Ok(run) => {
-                let progress = ProgressFile::create(self.home, directory)
-                    .inspect_err(|error| {
-                        self.log.note(&format!(
-                            "cannot write the base backup's progress for status: {error}"
-                        ));
-                    })
-                    .ok();
-                self.base_backup = Some(RunningBase {
-                    directory,
-                    run,
-                    progress,
-                });
-            }
-            Err(message) => {
-                self.log.error(&message);
-                self.record(vec![Event::BaseBackupFailed {
-                    directory,
-                    output: message,
-                    at: self.now(),
-                }])?;
-            }
-        }
-        Ok(())
     }
 
     /// S-5.1: `ScriptStarted` (intent), then the script. A script that cannot start (missing,
@@ -746,57 +663,4 @@ impl Session<'_> {
         }
         Ok(())
     }
-}
-
-/// The fact for a finished base backup run.
-fn base_backup_outcome(
-    directory: DirectoryName,
-    result: Result<u64, String>,
-    at: UnixMillis,
-) -> Event {
-    match result {
-        Ok(base_bytes) => Event::BaseBackupFinished {
-            directory,
-            base_bytes,
-            at,
-        },
-        Err(output) if server_unreachable(&output) => Event::BaseBackupServerUnreachable {
-            directory,
-            output,
-            at,
-        },
-        Err(output) => Event::BaseBackupFailed {
-            directory,
-            output,
-            at,
-        },
-    }
-}
-
-/// Whether `pg_basebackup`'s output says that it could not reach a running server: stopped,
-/// starting up or shutting down (libpq's and the postmaster's wording, PostgreSQL 9.6 to 18).
-/// A server that answered and refused (authentication, `max_wal_senders`) is a real failure
-/// the sync keeps retrying; only an absent server lets it leave the retry to the next `wal`
-/// (S-6.6).
-pub fn server_unreachable(output: &str) -> bool {
-    const UNREACHABLE: [&str; 5] = [
-        "Is the server running",
-        "could not connect to server",
-        "Connection refused",
-        "the database system is shutting down",
-        "the database system is starting up",
-    ];
-    UNREACHABLE.iter().any(|phrase| output.contains(phrase))
-}
-
-/// An error and its sources, joined with ": " (what `{:#}` prints for an anyhow chain).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,12 +1,4 @@
-//! The sync process's own resources: the sync lock, the stop signals and the sync log.
-//!
-//! Owns: [`SyncLog`] (`$PGBAK/sync.log`), [`SessionClock`] (the sync's one clock, S-6.5),
-//! [`StopSignals`] (SIGTERM, SIGINT and SIGHUP ask the
-//! sync to stop cleanly, S-6.1) and the sync-lock helpers ([`try_take_sync_lock`],
-//! [`wait_for_sync_lock`]). Starting the background sync is `pgbak wal`'s
-//! (`commands::wal::start_background_sync`, S-2.8).
-//!
-//! # The sync log
+//! The sync log, `$PGBAK/sync.log`: [`SyncLog`].
 //!
 //! `$PGBAK/sync.log` (mode 0600, appended to, never truncated in place) holds one line per
 //! journal fact the sync records, one line per line of output of the backup script and of
@@ -40,64 +32,26 @@
 //! every entry pgbak creates there: the log's lines are not fsynced (they are a diagnostic
 //! copy of what the journal holds durably), but its name must not vanish in a crash.
 //!
-//! Invariants: the signal handler only stores the signal number in an atomic (async-signal
-//! safe); it is installed without `SA_RESTART`, so a blocking wait for the sync lock
-//! (`F_OFD_SETLKW`) returns `EINTR` and the caller can stop instead of blocking on. Every
-//! descriptor opened here is `O_CLOEXEC` (std's default), so children inherit none (S-3.5).
+//! Invariant: every descriptor opened here is `O_CLOEXEC` (std's default), so children
+//! inherit none (S-3.5).
 
-use crate::effects::environment::PgbakHome;
-use crate::effects::journal_file;
-use crate::effects::lock::{LockError, LockFile, LockGuard, LockKind, LockRange, Wait};
-use crate::effects::regular_file::{NON_BLOCKING_OPEN_FLAGS, require_regular};
+use crate::home::environment::PgbakHome;
 use crate::machine::{Event, SyncStopReason};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+use crate::os::clock;
+use crate::os::regular_file::{NON_BLOCKING_OPEN_FLAGS, require_regular};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::Instant;
 
-use crate::timestamp::UnixMillis;
+use crate::home::names::SYNC_LOG_FILE_NAME;
+use crate::home::names::SYNC_LOG_ROTATED_FILE_NAME;
+use crate::os::durable::PRIVATE_FILE_MODE;
 
-/// The sync's one clock (S-6.5): the wall clock read once when the sync starts, plus the
-/// monotonic time elapsed since. Every fact the sync records and every `now` the machine
-/// decides with come from here, so within a sync `now` never steps: a wall clock set back a
-/// day neither makes a backoff last a day, nor does one set forward kill a running script at
-/// once for a timeout it never reached. NTP's gradual slewing still reaches it (the monotonic
-/// clock is slewed too); only steps are ignored until the next sync reads the wall clock again.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionClock {
-    wall_at_start: UnixMillis,
-    started: Instant,
-}
-
-impl SessionClock {
-    /// Reads the wall clock (the one in [`journal_file::now`]) once.
-    pub fn start() -> SessionClock {
-        SessionClock {
-            wall_at_start: journal_file::now(),
-            started: Instant::now(),
-        }
-    }
-
-    /// The wall time at start plus the monotonic time since: never steps, never goes back.
-    pub fn now(&self) -> UnixMillis {
-        let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.wall_at_start.plus_millis(elapsed_ms)
-    }
-}
-
-/// The sync log's name inside `$PGBAK`.
-pub const SYNC_LOG_FILE_NAME: &str = "sync.log";
-/// Where the previous sync log goes when the current one is full.
-pub const SYNC_LOG_ROTATED_FILE_NAME: &str = "sync.log.1";
 /// A sync log larger than this is rotated: a year of a busy server's lines stays within the two
 /// files, and neither is too large to open in an editor.
 pub const SYNC_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
-/// The log's mode (S-1.3: files pgbak creates are private).
-const SYNC_LOG_MODE: u32 = 0o600;
 
 /// `$PGBAK/sync.log`.
 pub fn sync_log_path(home: &PgbakHome) -> PathBuf {
@@ -162,7 +116,7 @@ impl SyncLog {
     /// One line `TIME SOURCE TEXT`. Control characters in `text` (a script printing `\r` or
     /// escape sequences) are shown escaped so one output line stays one log line.
     pub fn line(&self, source: &str, text: &str) {
-        let mut line = format!("{} {source} ", journal_file::now().to_rfc3339());
+        let mut line = format!("{} {source} ", clock::now().to_rfc3339());
         for character in text.chars() {
             if character.is_control() && character != '\t' {
                 line.extend(character.escape_default());
@@ -208,7 +162,7 @@ impl LogFile {
             std::fs::OpenOptions::new()
                 .append(true)
                 .create_new(create_new)
-                .mode(SYNC_LOG_MODE)
+                .mode(PRIVATE_FILE_MODE)
                 .custom_flags(NON_BLOCKING_OPEN_FLAGS | nix::libc::O_NOFOLLOW)
                 .open(&self.path)
         };
@@ -220,7 +174,7 @@ impl LogFile {
         .and_then(|file| {
             require_regular(&file)?;
             // The umask may have narrowed the mode; S-1.3 wants exactly 0600.
-            file.set_permissions(std::fs::Permissions::from_mode(SYNC_LOG_MODE))?;
+            file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
             let bytes = file.metadata()?.len();
             Ok((file, bytes))
         });
@@ -239,7 +193,7 @@ impl LogFile {
     /// Makes a new log's name (and a rotation's rename) durable: `$PGBAK` is fsynced.
     fn directory_fsynced(&self) -> io::Result<()> {
         match self.path.parent() {
-            Some(directory) => crate::effects::durable::fsync_directory(directory),
+            Some(directory) => crate::os::durable::fsync_directory(directory),
             None => Ok(()),
         }
     }
@@ -343,98 +297,12 @@ fn describe_event(event: &Event) -> String {
 }
 
 /// The last non-empty line of a failure's output: the one that usually says what went wrong.
-fn last_line(output: &str) -> &str {
+pub fn last_line(output: &str) -> &str {
     output
         .lines()
         .rev()
         .find(|line| !line.trim().is_empty())
         .unwrap_or("")
-}
-
-/// The signal that asked the sync to stop, or 0. Written only by the handler.
-static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn record_stop_signal(signal: nix::libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    STOP_SIGNAL.store(signal, Ordering::SeqCst);
-}
-
-/// The signals that stop a sync cleanly (S-6.1): `systemctl stop`/`kill` (SIGTERM), Ctrl-C
-/// (SIGINT), and a closed terminal (SIGHUP; left at its default it would kill pgbak without a
-/// record and leave the script, in its own process group, running on).
-pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
-
-/// While alive, SIGTERM, SIGINT and SIGHUP set a flag instead of killing the process; the
-/// previous dispositions come back when it is dropped.
-#[derive(Debug)]
-pub struct StopSignals {
-    previous: Vec<(Signal, SigAction)>,
-}
-
-impl StopSignals {
-    /// Installs the handler. Without `SA_RESTART`, so a blocking lock wait is interrupted.
-    pub fn install() -> io::Result<StopSignals> {
-        STOP_SIGNAL.store(0, Ordering::SeqCst);
-        let action = SigAction::new(
-            SigHandler::Handler(record_stop_signal),
-            SaFlags::empty(),
-            SigSet::empty(),
-        );
-        let mut previous = Vec::new();
-        for signal in STOP_SIGNALS {
-            // SAFETY: the handler only performs an atomic store, which is async-signal-safe,
-            // and it stays valid for the life of the process (a plain `extern "C" fn`).
-            let old =
-                unsafe { nix::sys::signal::sigaction(signal, &action) }.map_err(io::Error::from)?;
-            previous.push((signal, old));
-        }
-        Ok(StopSignals { previous })
-    }
-
-    /// The stop signal received since [`StopSignals::install`], if any.
-    pub fn received(&self) -> Option<Signal> {
-        match STOP_SIGNAL.load(Ordering::SeqCst) {
-            0 => None,
-            number => Signal::try_from(number).ok(),
-        }
-    }
-}
-
-impl Drop for StopSignals {
-    fn drop(&mut self) {
-        for (signal, old) in self.previous.drain(..).rev() {
-            // SAFETY: restores a disposition that was in effect before `install`.
-            let _ = unsafe { nix::sys::signal::sigaction(signal, &old) };
-        }
-    }
-}
-
-/// Takes the sync lock (S-3.5) through its own open file description (two locks through one
-/// description would not conflict), if no other process holds it.
-pub fn try_take_sync_lock(home: &PgbakHome) -> Result<Option<LockGuard>, LockError> {
-    let lock_file = LockFile::open(&home.lock_file_path())?;
-    // The guard keeps the description open; the `LockFile` handle itself may go.
-    lock_file.try_lock(LockRange::Sync, LockKind::Exclusive)
-}
-
-/// Blocks until the sync lock is free and takes it (S-6.1: `sync` waits for a running sync).
-/// `Ok(None)` when one of the [`StopSignals`] arrived while waiting.
-pub fn wait_for_sync_lock(
-    home: &PgbakHome,
-    signals: &StopSignals,
-) -> Result<Option<LockGuard>, LockError> {
-    let lock_file = LockFile::open(&home.lock_file_path())?;
-    loop {
-        if signals.received().is_some() {
-            return Ok(None);
-        }
-        match lock_file.lock(LockRange::Sync, LockKind::Exclusive, Wait::Forever) {
-            Ok(guard) => return Ok(Some(guard)),
-            // Some other signal (none is expected) interrupted the wait: wait on.
-            Err(LockError::Interrupted { .. }) => continue,
-            Err(error) => return Err(error),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -492,19 +360,5 @@ mod tests {
         let text = std::fs::read_to_string(sync_log_path(&home)).unwrap();
         assert!(text.ends_with("note: after rotation\n"), "{text}");
         assert_eq!(text.lines().count(), 1);
-    }
-
-    #[test]
-    fn the_sync_lock_helpers_see_each_other() {
-        let scratch = ScratchDirectory::new("sync-lock");
-        let home = home(&scratch);
-        let observer = LockFile::open(&home.lock_file_path()).unwrap();
-        assert!(!observer.is_locked_by_other(LockRange::Sync).unwrap());
-        let held = try_take_sync_lock(&home).unwrap().expect("free");
-        assert!(observer.is_locked_by_other(LockRange::Sync).unwrap());
-        assert!(try_take_sync_lock(&home).unwrap().is_none());
-        drop(held);
-        assert!(!observer.is_locked_by_other(LockRange::Sync).unwrap());
-        assert!(try_take_sync_lock(&home).unwrap().is_some());
     }
 }

@@ -6,6 +6,9 @@
 //! `base.tzst` counts only as a regular file, which pgbak links into place only once complete
 //! and durable (S-4.3), so its presence proves the base backup finished.
 
+use super::names::BASE_FILE_NAME;
+use super::names::CURRENT_LINK_NAME;
+use super::names::WAL_DIRECTORY_NAME;
 use crate::machine::{ScannedDirectory, TreeScan};
 use crate::timestamp::{DirectoryName, UnixMillis};
 use crate::wal_name::{WalFileKind, WalFileName};
@@ -13,13 +16,6 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
-
-/// The base backup's file name inside a directory (seed: `$PGBAK/TIMESTAMP/base.tzst`).
-pub const BASE_FILE_NAME: &str = "base.tzst";
-/// The WAL subdirectory (seed: `$PGBAK/TIMESTAMP/pg_wal/NNN.zst`).
-pub const WAL_DIRECTORY_NAME: &str = "pg_wal";
-/// The symlink to the latest directory.
-pub const CURRENT_LINK_NAME: &str = "current";
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {path}: {source}")]
