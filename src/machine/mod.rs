@@ -28,6 +28,7 @@ mod policy;
 mod rebuild;
 pub mod simulation;
 mod state;
+pub mod table;
 pub mod transition;
 
 #[cfg(test)]

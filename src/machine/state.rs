@@ -42,7 +42,7 @@ pub struct State {
     /// long page header of the first segment whose header pgbak could read.
     pub system_identifier: Option<u64>,
     /// Directories that vanished from disk while the journal still counted on them (S-4.8),
-    /// newest last, at most [`LOST_DIRECTORIES_KEPT`].
+    /// newest last, at most `LOST_DIRECTORIES_KEPT`.
     pub lost_directories: Vec<LostDirectory>,
     /// The last base backup attempt failed because it could not reach the server (S-6.6): a
     /// sync with nothing else to do leaves the retry to the next `wal`.

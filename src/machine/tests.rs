@@ -3,7 +3,7 @@
 //! transition, agreement with `state-diagrams/machine.md`, and purity of the source.
 
 use super::simulation::{Step, World, simulation_policy};
-use super::transition::{ABSENT, Component, EDGES, Edge};
+use super::table::{ABSENT, Component, EDGES, Edge};
 use super::*;
 use crate::timestamp::{DirectoryName, UnixMillis};
 use crate::wal_name::WalFileName;
@@ -864,13 +864,13 @@ fn every_transition_in_the_table_is_reachable() {
             at: START,
         },
     ] {
-        let before = transition::Kinds::of(&journal_world);
+        let before = table::Kinds::of(&journal_world);
         apply(&mut journal_world, &event).unwrap();
-        let after = transition::Kinds::of(&journal_world);
-        seen.extend(transition::edges_taken(&before, &after, &event));
+        let after = table::Kinds::of(&journal_world);
+        seen.extend(table::edges_taken(&before, &after, &event));
     }
     let fresh = State::default();
-    let before = transition::Kinds::of(&fresh);
+    let before = table::Kinds::of(&fresh);
     let mut rebuilt = fresh.clone();
     let event = Event::JournalRebuilt {
         reason: "test".into(),
@@ -878,9 +878,9 @@ fn every_transition_in_the_table_is_reachable() {
         at: START,
     };
     apply(&mut rebuilt, &event).unwrap();
-    seen.extend(transition::edges_taken(
+    seen.extend(table::edges_taken(
         &before,
-        &transition::Kinds::of(&rebuilt),
+        &table::Kinds::of(&rebuilt),
         &event,
     ));
 
