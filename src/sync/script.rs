@@ -11,14 +11,10 @@
 //! the sync log as `[script DIRECTORY] …`, and the last lines of a failed run (at most
 //! [`FAILURE_OUTPUT_MAX_BYTES`]) go into the journal, where `status` shows them.
 //!
-//! Process groups, after watchexec's process-wrap: the child calls `setpgid(0, 0)` before exec
-//! (`CommandExt::process_group(0)`), so it and everything it starts form a group pgbak can
-//! signal as a whole (S-5.4). Stopping sends SIGTERM to the group, waits up to
-//! `STOP_GRACE`, then sends SIGKILL to the group and reaps the leader. When the leader exits
-//! by itself, whatever it left running in its group is killed too (SIGKILL) before the leader
-//! is reaped: a forgotten background `ssh` would otherwise hold the output pipe open and outlive
-//! the sync. The leader is detected with `waitid(…, WNOWAIT)` and only reaped after the group
-//! was signalled, so the group id (the leader's pid) cannot have been reused by then.
+//! Process groups: the run is supervised by [`crate::os::process_group::ChildGroup`] (its own
+//! group, stopped with SIGTERM then SIGKILL after `STOP_GRACE`, leftovers killed when the
+//! leader exits, drain waits bounded; S-5.4). Stdout and stderr share one pipe, cut into lines
+//! of at most [`LINE_MAX_BYTES`] (a longer one is split, nothing is lost).
 //!
 //! The script starts with an empty signal mask and default signal dispositions (pgbak's own
 //! handlers do not survive exec). Its group is led by pgbak's guardian
@@ -29,29 +25,38 @@
 //!
 //! Invariants: starting never panics: a missing, non-executable or unrunnable script is an
 //! `Err` with a message for the journal (S-5.3: a failure like any other, retried with
-//! backoff). Every child inherits only its three standard descriptors: pgbak opens everything
-//! `O_CLOEXEC` (S-3.5: no lock is inherited), and whatever pgbak's own caller passed in is
-//! marked close-on-exec in the child (`inherit_only_standard_descriptors`). Waiting for the drain thread is
-//! bounded (`DRAIN_WAIT`): a grandchild that escaped the group with the pipe cannot hang the
-//! sync.
+//! backoff). Every child inherits only its three standard descriptors (S-3.5, see
+//! `inherit_only_standard_descriptors`).
 
 use crate::home::environment::{PGBAK_VARIABLE, PgbakHome};
 use crate::machine::FAILURE_OUTPUT_MAX_BYTES;
-use crate::os::process_group::ChildGroup;
-use crate::os::process_group::STOP_GRACE;
-use crate::os::process_group::describe_exit;
-use crate::os::process_group::last_bytes;
+use crate::os::child_output::{LongLines, OutputRules, last_bytes};
+use crate::os::process_group::{ChildGroup, GroupOptions, StandardOutput, describe_exit};
 use crate::sync::log::SyncLog;
 use crate::sync::script_guardian::GUARDIAN_SUBCOMMAND;
 use crate::timestamp::DirectoryName;
 use nix::sys::signal::Signal;
 use nix::unistd::AccessFlags;
 use std::io;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A longer output line is cut into pieces of this many bytes, so one runaway line (a progress
+/// bar without newlines) cannot grow memory or the log without bound.
+pub const LINE_MAX_BYTES: usize = 4096;
+
+/// How the script's output is cut into lines and kept (see the module header): every line,
+/// blank ones too, goes to the sync log; the tail is what fits the journal.
+const SCRIPT_OUTPUT: OutputRules = OutputRules {
+    line_max_bytes: LINE_MAX_BYTES,
+    long_lines: LongLines::Split,
+    carriage_return_ends_line: false,
+    skip_blank_lines: false,
+    tail_max_bytes: FAILURE_OUTPUT_MAX_BYTES,
+    tail_max_lines: usize::MAX,
+};
 
 /// A failure's output for the journal: the child's last lines, then `reason` as the last line
 /// (the one `status` and the sync log show first), trimmed from the front to whole lines within
@@ -173,28 +178,17 @@ impl ScriptProcess {
         // If the sync process dies (kill -9), the group's leader gets SIGTERM instead of
         // running on unsupervised next to the run the next sync starts (S-5.2: one run at a
         // time). The guardian passes it to the whole group (S-5.4).
-        let sync_process = nix::unistd::getpid();
-        // SAFETY: only async-signal-safe system calls run between fork and exec:
-        // sigprocmask(2), prctl(2) and getppid(2).
-        unsafe {
-            command.pre_exec(move || {
-                // The script starts with no signal blocked, whatever the thread that forked it
-                // had blocked (std leaves the mask as it was): SIGTERM must reach it.
-                nix::sys::signal::sigprocmask(
-                    nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                    Some(&nix::sys::signal::SigSet::empty()),
-                    None,
-                )
-                .map_err(io::Error::from)?;
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)?;
-                // The sync may have died before prctl took effect: then nobody signals us.
-                if nix::unistd::getppid() != sync_process {
-                    return Err(io::Error::other("the sync process died"));
-                }
-                Ok(())
-            });
-        }
-        let group = ChildGroup::spawn(command, Arc::clone(log), format!("[script {directory}]"))
+        let log = Arc::clone(log);
+        let source = format!("[script {directory}]");
+        let options = GroupOptions {
+            name: "the backup script".into(),
+            output_name: "output".into(),
+            stdout: StandardOutput::Drained,
+            parent_death_signal: Some(Signal::SIGTERM),
+            rules: SCRIPT_OUTPUT,
+            sink: Box::new(move |line| log.line(&source, line)),
+        };
+        let (group, _) = ChildGroup::spawn(command, options)
             .map_err(|error| start_failure(script.as_os_str(), &error))?;
         Ok(ScriptProcess {
             directory,
@@ -254,11 +248,11 @@ impl ScriptProcess {
         self.group.terminate();
     }
 
-    /// Stops the run (SIGTERM, `STOP_GRACE`, SIGKILL, reap) and returns the output for
-    /// `ScriptFailed`: its last lines, then `reason`.
+    /// Stops the run (SIGTERM, `STOP_GRACE` from the first SIGTERM, SIGKILL, reap) and
+    /// returns the output for `ScriptFailed`: its last lines, then `reason`.
     pub fn stop(self, reason: &str) -> String {
-        let (_, tail) = self.group.stop(STOP_GRACE);
-        failure_output(&tail, reason)
+        self.group.stop();
+        failure_output(&self.group.output_tail(), reason)
     }
 }
 
@@ -278,7 +272,7 @@ pub fn start_failure(script: &std::ffi::OsStr, error: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::os::process_group::OutputTail;
+    use crate::os::child_output::OutputTail;
     use crate::test_support::ScratchDirectory;
     use std::os::unix::fs::PermissionsExt;
 
@@ -529,17 +523,19 @@ mod tests {
 
     #[test]
     fn the_output_tail_is_bounded_and_long_lines_are_cut() {
-        let mut tail = OutputTail::default();
+        let mut tail = OutputTail::new(SCRIPT_OUTPUT.tail_max_bytes, SCRIPT_OUTPUT.tail_max_lines);
         for number in 0..1000 {
-            tail.push(format!("line {number}"));
+            tail.push(&format!("line {number}"));
         }
         let text = tail.text();
         assert!(text.len() <= FAILURE_OUTPUT_MAX_BYTES);
-        assert_eq!(text.len(), tail.bytes);
         assert!(text.ends_with("line 999"));
-        tail.push("é".repeat(3000));
+        tail.push(&"é".repeat(3000));
         let text = tail.text();
         assert!(text.len() <= FAILURE_OUTPUT_MAX_BYTES);
-        assert_eq!(text.len(), tail.bytes);
+        assert!(
+            text.len() > FAILURE_OUTPUT_MAX_BYTES - 2,
+            "filled up to a character"
+        );
     }
 }

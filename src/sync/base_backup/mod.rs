@@ -4,8 +4,9 @@
 //!
 //! Owns: [`BaseBackupRun`] (one running `pg_basebackup`, its threads and its output file) and
 //! [`BaseBackupError`] (what can go wrong before the program runs, in `error`). The files:
-//! this one starts, polls and stops a run; `stream` spawns the program and moves its stdout
-//! through zstd into the unnamed file (the supervisor and stderr-drain threads); `progress`
+//! this one starts, polls and stops a run; `stream` spawns the program under the supervisor
+//! ([`crate::os::process_group::ChildGroup`]) and moves its stdout through zstd into the
+//! unnamed file (the base backup thread); `progress`
 //! publishes the byte counts `status` shows.
 //!
 //! # The command
@@ -35,15 +36,15 @@
 //!
 //! # Threads and processes
 //!
-//! The program runs in its own process group (S-5.4 applies the same rule to the backup
-//! script), stdin `/dev/null`. Two threads serve it:
-//! - the *supervisor* reads stdout into the zstd encoder (multithreaded: its workers are more
+//! The program runs under the same supervisor as the backup script (its own process group,
+//! S-5.4), stdin `/dev/null`. Two threads serve it:
+//! - the *base backup thread* reads stdout into the zstd encoder (multithreaded: its workers are more
 //!   threads), which writes into an `O_TMPFILE` in the directory; once stdout ends it waits for
 //!   the program to exit, kills whatever is left of its process group, reaps it, and only if the
 //!   exit status is 0 finishes the zstd frame, fsyncs, links the file as `base.tzst` and
 //!   fsyncs the directory;
-//! - the *stderr drain* keeps the last lines of stderr in a bounded tail (and passes each line
-//!   to an optional log callback), so the program never blocks on a full stderr pipe.
+//! - the supervisor's *drain* keeps the last lines of stderr in a bounded tail (and passes each
+//!   line to an optional log callback), so the program never blocks on a full stderr pipe.
 //!
 //! Invariants kept:
 //! - `base.tzst` appears complete and durable, or not at all: a failure at any point, a crash
@@ -53,7 +54,7 @@
 //!   the group id reserved), so a recycled id is never signalled.
 //! - Everything is bounded: the output tail ([`OUTPUT_TAIL_BYTES_MAX`],
 //!   [`OUTPUT_TAIL_LINES_MAX`]), the grace between SIGTERM and SIGKILL
-//!   ([`TERMINATE_GRACE`]), and how long [`BaseBackupRun::stop`] waits for a thread that cannot
+//!   ([`STOP_GRACE`]), and how long [`BaseBackupRun::stop`] waits for a thread that cannot
 //!   finish (a process that escaped the group holding a pipe open).
 
 mod error;
@@ -64,28 +65,21 @@ pub use error::BaseBackupError;
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, killpg};
 
 use crate::config::Config;
 use crate::home::environment::PgbakHome;
 use crate::home::names::BASE_FILE_NAME;
 use crate::os::durable::{PRIVATE_FILE_MODE, UnnamedFile, create_private_directory};
+use crate::os::process_group::{ChildGroup, POLL_INTERVAL, STOP_GRACE};
 use crate::timestamp::DirectoryName;
 use stream::CountingWriter;
-use stream::GroupState;
-use stream::OutputTail;
 use stream::Shared;
-use stream::abandon_child;
 use stream::build_encoder;
-use stream::drain_stderr;
 use stream::join_supervisor;
-use stream::leader_pid;
-use stream::lock;
 use stream::spawn_program;
 use stream::supervise;
 use stream::wait_for_thread;
@@ -115,15 +109,9 @@ const OUTPUT_LINE_BYTES_MAX: usize = 512;
 /// How much of stdout is read at a time; the zstd workers consume jobs of several MiB.
 const READ_CHUNK_BYTES: usize = 1 << 20;
 
-/// Between SIGTERM to the process group and SIGKILL.
-pub const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 /// How long [`BaseBackupRun::stop`] waits, after SIGKILL, for a supervisor still reading a pipe
 /// (held open by a process that left the group) before it gives up on the thread.
 pub const STOP_AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
-/// How long the supervisor waits for stderr to end once the group is gone.
-const STDERR_DRAIN_WAIT: Duration = Duration::from_secs(5);
-/// Polling interval while waiting for a process or thread to end.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A tar archive ends with two 512-byte blocks of zeros; `pg_basebackup` writes them in every
 /// version (the client appends them when the server does not).
@@ -135,6 +123,7 @@ const TAR_END_OF_ARCHIVE_BYTES: usize = 1024;
 /// Dropping it without [`BaseBackupRun::stop`] stops it the same way (and blocks as long).
 pub struct BaseBackupRun {
     shared: Arc<Shared>,
+    group: Arc<ChildGroup>,
     supervisor: Option<JoinHandle<Result<u64, String>>>,
     outcome: Option<Result<u64, String>>,
 }
@@ -197,11 +186,10 @@ impl BaseBackupRun {
         let shared = Arc::new(Shared {
             directory: directory_path.clone(),
             program: config.pg_basebackup.path.clone(),
-            group: Mutex::new(GroupState::default()),
             stop_requested: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
-            tail: Mutex::new(OutputTail::default()),
+            tablespace_refusal: AtomicBool::new(false),
         });
         let encoder = build_encoder(
             CountingWriter {
@@ -215,43 +203,18 @@ impl BaseBackupRun {
             source,
         })?;
 
-        let mut child = spawn_program(config)?;
-        let leader = leader_pid(&child);
-        lock(&shared.group).leader = Some(leader);
-        // Both pipes were requested in `spawn_program`, so both are present.
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            abandon_child(leader, child);
-            return Err(BaseBackupError::Spawn {
-                program: config.pg_basebackup.path.clone(),
-                source: io::Error::other("the child's output pipes are missing"),
-            });
-        };
-
-        let drain_shared = Arc::clone(&shared);
-        let stderr_drain = std::thread::Builder::new()
-            .name("pgbak-basebackup-stderr".into())
-            .spawn(move || drain_stderr(stderr, &drain_shared, log));
-        let stderr_drain = match stderr_drain {
-            Ok(handle) => handle,
-            Err(source) => {
-                abandon_child(leader, child);
-                return Err(BaseBackupError::Thread {
-                    directory: directory_path,
-                    source,
-                });
-            }
-        };
-
+        let (group, stdout) = spawn_program(config, &shared, log)?;
+        let group = Arc::new(group);
         let supervisor_shared = Arc::clone(&shared);
+        let supervisor_group = Arc::clone(&group);
         let supervisor = std::thread::Builder::new()
             .name("pgbak-basebackup".into())
-            .spawn(move || supervise(child, stdout, encoder, stderr_drain, &supervisor_shared));
+            .spawn(move || supervise(&supervisor_group, stdout, encoder, &supervisor_shared));
         let supervisor = match supervisor {
             Ok(handle) => handle,
             Err(source) => {
-                // The closure, and with it the `Child`, is gone: kill and reap by pid.
-                let _ = killpg(leader, Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(leader, None);
+                // The closure and its share of the group are gone; ours kills and reaps it.
+                group.kill_and_reap();
                 return Err(BaseBackupError::Thread {
                     directory: directory_path,
                     source,
@@ -261,6 +224,7 @@ impl BaseBackupRun {
 
         Ok(BaseBackupRun {
             shared,
+            group,
             supervisor: Some(supervisor),
             outcome: None,
         })
@@ -281,12 +245,12 @@ impl BaseBackupRun {
         self.outcome.clone()
     }
 
-    /// Stops the run: SIGTERM to the process group, SIGKILL [`TERMINATE_GRACE`] later if
+    /// Stops the run: SIGTERM to the process group, SIGKILL [`STOP_GRACE`] later if
     /// anything is left, then waits for the threads; returns the output tail (the last lines
     /// of stderr, with the S-4.6 line first when it applies).
     ///
     /// How long it blocks: usually until the program has died of SIGTERM (milliseconds);
-    /// [`TERMINATE_GRACE`] more when it ignores SIGTERM; if a process that left the group keeps
+    /// [`STOP_GRACE`] more when it ignores SIGTERM; if a process that left the group keeps
     /// stdout open, it gives up on the supervisor thread after [`STOP_AFTER_KILL_WAIT`] more (that
     /// thread then never links `base.tzst`), so about 10 s in all. One exception: if the program
     /// had already exited 0 and `base.tzst` is being fsynced and linked, it waits for that to end
@@ -294,7 +258,7 @@ impl BaseBackupRun {
     /// caller removes the directory with [`remove_failed_directory`](crate::sync::directories::remove_failed_directory) if it does not want it.
     pub fn stop(mut self) -> String {
         self.shutdown();
-        self.shared.tail_text()
+        self.shared.tail_text(&self.group)
     }
 
     /// Bytes of `pg_basebackup`'s (uncompressed) tar stream read so far.
@@ -317,18 +281,18 @@ impl BaseBackupRun {
             return;
         };
         self.shared.stop_requested.store(true, Ordering::SeqCst);
-        self.shared.signal_group(Signal::SIGTERM);
-        if wait_for_thread(&handle, TERMINATE_GRACE) {
+        self.group.terminate();
+        if wait_for_thread(&handle, STOP_GRACE) {
             self.outcome = Some(join_supervisor(handle));
             return;
         }
-        self.shared.signal_group(Signal::SIGKILL);
+        self.group.kill();
         // Once the leader is reaped the supervisor is past reading stdout; what is left (the
         // bounded stderr wait, a link already under way) ends, so wait for it: returning
         // while it could still link base.tzst would race with the caller's cleanup.
         let deadline = Instant::now() + STOP_AFTER_KILL_WAIT;
         while !handle.is_finished() {
-            if lock(&self.shared.group).leader.is_some() && Instant::now() >= deadline {
+            if !self.group.is_reaped() && Instant::now() >= deadline {
                 // Still reading a pipe held open by a process outside the group. The
                 // supervisor sees `stop_requested` whenever that read ends and links nothing.
                 return;

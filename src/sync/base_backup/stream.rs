@@ -1,140 +1,96 @@
-//! The running `pg_basebackup`: spawned in its own process group, its stdout copied through
-//! the zstd encoder into the unnamed output file by the supervisor thread, its stderr kept in a
-//! bounded tail by the drain thread (see the `base_backup` module header for the why).
+//! The running `pg_basebackup`: spawned in its own process group by the one supervisor
+//! ([`crate::os::process_group::ChildGroup`], which keeps its stderr in a bounded tail), its
+//! stdout copied through the zstd encoder into the unnamed output file by the base backup
+//! thread (see the `base_backup` module header for the why).
 //!
-//! Invariants: the group is signalled only while its leader is unreaped; the output file is
-//! linked as `base.tzst` only after the program exited 0 and the frame is finished and
-//! fsynced; every wait and buffer is bounded by a named constant.
+//! Invariants: the output file is linked as `base.tzst` only after the program exited 0 and
+//! the frame is finished and fsynced; every wait and buffer is bounded by a named constant.
 
 use super::BaseBackupError;
 use super::FIXED_ARGUMENTS;
 use super::OUTPUT_LINE_BYTES_MAX;
 use super::OUTPUT_TAIL_BYTES_MAX;
 use super::OUTPUT_TAIL_LINES_MAX;
-use super::POLL_INTERVAL;
 use super::READ_CHUNK_BYTES;
-use super::STDERR_DRAIN_WAIT;
 use super::TABLESPACE_LIMITATION;
 use super::TABLESPACE_REFUSAL;
 use super::TAR_BLOCK_BYTES;
 use super::TAR_END_OF_ARCHIVE_BYTES;
-use super::TERMINATE_GRACE;
 use crate::config::{COMPRESSION_THREADS_MAX, Config};
 use crate::home::names::BASE_FILE_NAME;
+use crate::os::child_output::{LineSink, LongLines, OutputRules};
 use crate::os::durable::UnnamedFile;
-use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-use nix::unistd::Pid;
-use std::collections::VecDeque;
+use crate::os::process_group::{
+    ChildGroup, GroupOptions, POLL_INTERVAL, StandardOutput, describe_exit,
+};
 use std::io::{self, Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStdout, Command};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// State shared by the run's handle and its two threads.
+/// How `pg_basebackup`'s stderr is cut into lines and kept: `-P` ends progress lines with `\r`
+/// on a terminal, blank lines say nothing, and a long line is cut with a mark.
+pub(super) const STDERR_OUTPUT: OutputRules = OutputRules {
+    line_max_bytes: OUTPUT_LINE_BYTES_MAX,
+    long_lines: LongLines::Truncate,
+    carriage_return_ends_line: true,
+    skip_blank_lines: true,
+    tail_max_bytes: OUTPUT_TAIL_BYTES_MAX,
+    tail_max_lines: OUTPUT_TAIL_LINES_MAX,
+};
+
+/// State shared by the run's handle, its thread and the stderr sink.
 pub(super) struct Shared {
     pub(super) directory: PathBuf,
     pub(super) program: String,
-    pub(super) group: Mutex<GroupState>,
     pub(super) stop_requested: AtomicBool,
     /// Uncompressed tar bytes read from `pg_basebackup` (progress even while the
     /// multithreaded encoder still holds its first job).
     pub(super) bytes_read: AtomicU64,
     pub(super) bytes_written: AtomicU64,
-    pub(super) tail: Mutex<OutputTail>,
-}
-
-/// The process group, as far as signalling it is safe.
-#[derive(Default)]
-pub(super) struct GroupState {
-    /// The leader's pid (= the group id) while it is unreaped; `None` once reaped.
-    pub(super) leader: Option<Pid>,
-    /// When SIGTERM was first sent, for the escalation to SIGKILL.
-    pub(super) terminate_sent_at: Option<Instant>,
+    /// The S-4.6 refusal was seen anywhere in stderr, even if the line has since left the tail.
+    pub(super) tablespace_refusal: AtomicBool,
 }
 
 impl Shared {
-    /// Signals the whole group if its leader is unreaped. Holding the lock while signalling,
-    /// and the supervisor holding it while reaping, is what keeps a recycled id safe.
-    pub(super) fn signal_group(&self, signal: Signal) {
-        let mut group = lock(&self.group);
-        if let Some(leader) = group.leader {
-            // ESRCH: every member already exited (the leader is a zombie); nothing to do.
-            let _ = killpg(leader, signal);
-            if signal == Signal::SIGTERM && group.terminate_sent_at.is_none() {
-                group.terminate_sent_at = Some(Instant::now());
-            }
+    /// The output tail (the last lines of stderr), with the S-4.6 line above it when it applies.
+    pub(super) fn tail_text(&self, group: &ChildGroup) -> String {
+        let tail = group.output_tail();
+        if !self.tablespace_refusal.load(Ordering::SeqCst) {
+            return tail;
         }
-    }
-
-    pub(super) fn tail_text(&self) -> String {
-        lock(&self.tail).text()
-    }
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic on another thread while holding the lock leaves plain data behind, still usable.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The last lines of stderr, bounded in lines and bytes.
-#[derive(Default)]
-pub(super) struct OutputTail {
-    pub(super) lines: VecDeque<String>,
-    pub(super) bytes: usize,
-    /// Seen anywhere in the output, even if the line has since left the tail.
-    pub(super) tablespace_refusal: bool,
-}
-
-impl OutputTail {
-    pub(super) fn push(&mut self, line: String) {
-        if line.contains(TABLESPACE_REFUSAL) {
-            self.tablespace_refusal = true;
+        if tail.is_empty() {
+            return TABLESPACE_LIMITATION.to_owned();
         }
-        self.bytes += line.len() + 1;
-        self.lines.push_back(line);
-        while self.lines.len() > OUTPUT_TAIL_LINES_MAX
-            || (self.bytes > OUTPUT_TAIL_BYTES_MAX && self.lines.len() > 1)
-        {
-            if let Some(dropped) = self.lines.pop_front() {
-                self.bytes -= dropped.len() + 1;
-            }
-        }
-    }
-
-    /// The kept lines, oldest first, with the S-4.6 line above them when it applies.
-    pub(super) fn text(&self) -> String {
-        let mut lines: Vec<&str> = Vec::with_capacity(self.lines.len() + 1);
-        if self.tablespace_refusal {
-            lines.push(TABLESPACE_LIMITATION);
-        }
-        lines.extend(self.lines.iter().map(String::as_str));
-        lines.join("\n")
+        format!("{TABLESPACE_LIMITATION}\n{tail}")
     }
 
     /// A failure message: the S-4.6 line first when it applies (it is the real reason), then
     /// what happened, then the program's own last lines.
-    pub(super) fn failure_message(&self, what_happened: &str) -> String {
-        let mut message = String::new();
-        if self.tablespace_refusal {
-            message.push_str(TABLESPACE_LIMITATION);
-            message.push('\n');
-        }
-        message.push_str(what_happened);
-        if !self.lines.is_empty() {
-            message.push_str("; its last output:");
-            for line in &self.lines {
-                message.push('\n');
-                message.push_str(line);
-            }
-        }
-        message
+    pub(super) fn failure_message(&self, group: &ChildGroup, what_happened: &str) -> String {
+        failure_message(
+            self.tablespace_refusal.load(Ordering::SeqCst),
+            what_happened,
+            &group.output_tail(),
+        )
     }
+}
+
+fn failure_message(tablespace_refusal: bool, what_happened: &str, tail: &str) -> String {
+    let mut message = String::new();
+    if tablespace_refusal {
+        message.push_str(TABLESPACE_LIMITATION);
+        message.push('\n');
+    }
+    message.push_str(what_happened);
+    if !tail.is_empty() {
+        message.push_str("; its last output:\n");
+        message.push_str(tail);
+    }
+    message
 }
 
 /// Counts the compressed bytes on their way into the unnamed file (for `status`).
@@ -195,48 +151,59 @@ pub(super) fn program_arguments(config: &Config) -> Vec<String> {
     arguments
 }
 
-pub(super) fn spawn_program(config: &Config) -> Result<Child, BaseBackupError> {
+/// How the supervisor runs the program: stdout for the caller, stderr into the tail and `log`,
+/// each line also checked for the S-4.6 refusal. No parent-death signal: if pgbak dies, the
+/// program's stdout has no reader and it ends with SIGPIPE.
+fn group_options(shared: &Arc<Shared>, mut log: LineSink) -> GroupOptions {
+    let shared = Arc::clone(shared);
+    GroupOptions {
+        name: "pg_basebackup".into(),
+        output_name: "stderr".into(),
+        stdout: StandardOutput::ToCaller,
+        parent_death_signal: None,
+        rules: STDERR_OUTPUT,
+        sink: Box::new(move |line| {
+            if line.contains(TABLESPACE_REFUSAL) {
+                shared.tablespace_refusal.store(true, Ordering::SeqCst);
+            }
+            log(line);
+        }),
+    }
+}
+
+/// Starts the program under the supervisor (see [`group_options`]).
+pub(super) fn spawn_program(
+    config: &Config,
+    shared: &Arc<Shared>,
+    log: LineSink,
+) -> Result<(ChildGroup, ChildStdout), BaseBackupError> {
     let program = &config.pg_basebackup.path;
     let mut command = Command::new(program);
-    command
-        .args(program_arguments(config))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so stopping it reaches everything it started and a Ctrl-C
-        // meant for a foreground `pgbak sync` is handled by pgbak, not by the child.
-        .process_group(0);
-    // Only stdin, stdout and stderr, whatever pgbak's caller passed in.
-    // SAFETY: the closure makes one system call, close_range(2), and allocates nothing.
-    unsafe {
-        command.pre_exec(crate::os::process_group::inherit_only_standard_descriptors);
+    command.args(program_arguments(config));
+    let spawned = ChildGroup::spawn(command, group_options(shared, log)).map_err(|source| {
+        match source.kind() {
+            io::ErrorKind::NotFound => BaseBackupError::ProgramNotFound {
+                program: program.clone(),
+                source,
+            },
+            io::ErrorKind::PermissionDenied => BaseBackupError::ProgramNotExecutable {
+                program: program.clone(),
+                source,
+            },
+            _ => BaseBackupError::Spawn {
+                program: program.clone(),
+                source,
+            },
+        }
+    })?;
+    match spawned {
+        (group, Some(stdout)) => Ok((group, stdout)),
+        // `StandardOutput::ToCaller` always pipes stdout; dropping the group kills it.
+        (_, None) => Err(BaseBackupError::Spawn {
+            program: program.clone(),
+            source: io::Error::other("the child's stdout pipe is missing"),
+        }),
     }
-    command.spawn().map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => BaseBackupError::ProgramNotFound {
-            program: program.clone(),
-            source,
-        },
-        io::ErrorKind::PermissionDenied => BaseBackupError::ProgramNotExecutable {
-            program: program.clone(),
-            source,
-        },
-        _ => BaseBackupError::Spawn {
-            program: program.clone(),
-            source,
-        },
-    })
-}
-
-/// The child's pid, which is also its process group id (`process_group(0)`). Linux pids are
-/// at most 2^22, so the `pid_t` conversion never wraps.
-pub(super) fn leader_pid(child: &Child) -> Pid {
-    Pid::from_raw(child.id() as i32)
-}
-
-/// Kills and reaps a child whose threads could not be set up.
-pub(super) fn abandon_child(leader: Pid, mut child: Child) {
-    let _ = killpg(leader, Signal::SIGKILL);
-    let _ = child.wait();
 }
 
 /// Waits up to `limit` for the thread to finish; true if it did.
@@ -262,51 +229,6 @@ pub(super) fn join_supervisor(handle: JoinHandle<Result<u64, String>>) -> Result
             "the base backup thread panicked: {detail}; no base.tzst was linked"
         ))
     })
-}
-
-/// Reads stderr line by line into the tail until every writer has closed it.
-pub(super) fn drain_stderr(
-    mut stderr: ChildStderr,
-    shared: &Shared,
-    mut log: Box<dyn FnMut(&str) + Send>,
-) {
-    let mut buffer = [0u8; 4096];
-    let mut line: Vec<u8> = Vec::new();
-    let mut truncated = false;
-    let mut emit = |line: &mut Vec<u8>, truncated: &mut bool| {
-        let mut text = String::from_utf8_lossy(line).into_owned();
-        if *truncated {
-            text.push_str(" […]");
-        }
-        line.clear();
-        *truncated = false;
-        if text.trim().is_empty() {
-            return;
-        }
-        log(&text);
-        lock(&shared.tail).push(text);
-    };
-    loop {
-        let count = match stderr.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(count) => count,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => {
-                emit(&mut line, &mut truncated);
-                lock(&shared.tail).push(format!("pgbak: reading pg_basebackup's stderr: {error}"));
-                return;
-            }
-        };
-        for &byte in &buffer[..count] {
-            match byte {
-                // pg_basebackup -P ends progress lines with \r on a terminal, \n otherwise.
-                b'\n' | b'\r' => emit(&mut line, &mut truncated),
-                _ if line.len() >= OUTPUT_LINE_BYTES_MAX => truncated = true,
-                _ => line.push(byte),
-            }
-        }
-    }
-    emit(&mut line, &mut truncated);
 }
 
 /// Why copying stdout into the encoder stopped early.
@@ -381,10 +303,9 @@ pub(super) fn copy_stdout(
 /// The supervisor thread: stdout → zstd → unnamed file, then the exit status, the group, the
 /// stderr thread, and the link (see the module header).
 pub(super) fn supervise(
-    mut child: Child,
+    group: &ChildGroup,
     mut stdout: ChildStdout,
     mut encoder: BaseEncoder,
-    stderr_drain: JoinHandle<()>,
     shared: &Shared,
 ) -> Result<u64, String> {
     let mut summary = StreamSummary::default();
@@ -392,17 +313,11 @@ pub(super) fn supervise(
     drop(stdout);
     if copied.is_err() {
         // Nobody reads stdout any more; the program would block or die of SIGPIPE. Stop it.
-        shared.signal_group(Signal::SIGTERM);
+        group.terminate();
     }
-    let status = wait_for_group(&mut child, shared);
-    if !wait_for_thread(&stderr_drain, STDERR_DRAIN_WAIT) {
-        lock(&shared.tail).push(
-            "pgbak: stderr was still open after pg_basebackup exited (a process outside its \
-             process group holds it); the output may be incomplete"
-                .into(),
-        );
-    }
-    let failure = |what_happened: String| lock(&shared.tail).failure_message(&what_happened);
+    // Also waits (bounded) for the rest of stderr.
+    let status = group.wait();
+    let failure = |what_happened: String| shared.failure_message(group, &what_happened);
     let program = &shared.program;
     let target = shared.directory.join(BASE_FILE_NAME);
 
@@ -427,8 +342,11 @@ pub(super) fn supervise(
             "the exit status of pg_basebackup ({program}) is unknown: {error}"
         ))
     })?;
-    if let Some(problem) = exit_problem(status) {
-        return Err(failure(format!("pg_basebackup ({program}) {problem}")));
+    if !status.success() {
+        return Err(failure(format!(
+            "pg_basebackup ({program}) {}",
+            describe_exit(status)
+        )));
     }
     if let Some(problem) = summary.tar_problem() {
         return Err(failure(format!(
@@ -465,92 +383,65 @@ pub(super) fn supervise(
     Ok(shared.bytes_written.load(Ordering::Relaxed))
 }
 
-/// Waits until the leader has exited (escalating SIGTERM to SIGKILL after [`TERMINATE_GRACE`]),
-/// kills whatever is left of its group, and reaps the leader.
-pub(super) fn wait_for_group(child: &mut Child, shared: &Shared) -> io::Result<ExitStatus> {
-    let leader = leader_pid(child);
-    loop {
-        // WNOWAIT leaves the leader a zombie, which keeps the group id reserved until the
-        // reap below, done under the same lock `signal_group` takes.
-        match waitid(
-            Id::Pid(leader),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
-        ) {
-            Ok(WaitStatus::StillAlive) => {}
-            Ok(_) | Err(Errno::ECHILD) => break,
-            Err(Errno::EINTR) => continue,
-            Err(errno) => {
-                shared.signal_group(Signal::SIGKILL);
-                return Err(io::Error::from(errno));
-            }
-        }
-        let terminate_sent_at = lock(&shared.group).terminate_sent_at;
-        if terminate_sent_at.is_some_and(|sent| sent.elapsed() >= TERMINATE_GRACE) {
-            shared.signal_group(Signal::SIGKILL);
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    }
-    let mut group = lock(&shared.group);
-    // Whatever the leader left running in its group ends with it.
-    let _ = killpg(leader, Signal::SIGKILL);
-    group.leader = None;
-    child.wait()
-}
-
-/// Why an exit status is a failure, or `None` for exit 0.
-pub(super) fn exit_problem(status: ExitStatus) -> Option<String> {
-    if let Some(code) = status.code() {
-        return (code != 0).then(|| format!("exited with status {code}"));
-    }
-    if let Some(number) = status.signal() {
-        let name = Signal::try_from(number).map_or_else(|_| format!("{number}"), |s| s.to_string());
-        return Some(format!("was killed by signal {name}"));
-    }
-    Some(format!("ended with {status}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::os::child_output::OutputTail;
 
     #[test]
     fn the_tail_keeps_the_last_lines_within_both_bounds() {
-        let mut tail = OutputTail::default();
+        let mut tail = OutputTail::new(STDERR_OUTPUT.tail_max_bytes, STDERR_OUTPUT.tail_max_lines);
         for number in 0..100 {
-            tail.push(format!("line {number}"));
+            tail.push(&format!("line {number}"));
         }
-        assert_eq!(tail.lines.len(), OUTPUT_TAIL_LINES_MAX);
-        assert_eq!(tail.lines.back().map(String::as_str), Some("line 99"));
-        let mut tail = OutputTail::default();
+        assert_eq!(tail.text().lines().count(), OUTPUT_TAIL_LINES_MAX);
+        assert_eq!(tail.text().lines().last(), Some("line 99"));
+        let mut tail = OutputTail::new(STDERR_OUTPUT.tail_max_bytes, STDERR_OUTPUT.tail_max_lines);
         for _ in 0..10 {
-            tail.push("x".repeat(500));
+            tail.push(&"x".repeat(500));
         }
         assert!(
             tail.text().len() <= OUTPUT_TAIL_BYTES_MAX,
             "{}",
             tail.text().len()
         );
-        assert!(!tail.lines.is_empty());
+        assert!(!tail.text().is_empty());
     }
 
     #[test]
     fn the_tablespace_refusal_is_remembered_after_it_leaves_the_tail() {
-        let mut tail = OutputTail::default();
-        tail.push(
-            "pg_basebackup: error: can only write single tablespace to stdout, database has 2"
-                .into(),
+        let shared = Shared {
+            directory: PathBuf::new(),
+            program: "pg_basebackup".into(),
+            stop_requested: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            tablespace_refusal: AtomicBool::new(false),
+        };
+        let shared = Arc::new(shared);
+        // The child prints the refusal, then more lines than the tail keeps.
+        let script = "echo 'pg_basebackup: error: can only write single tablespace to stdout, \
+                      database has 2' >&2; i=0; while [ $i -lt 50 ]; do echo later $i >&2; \
+                      i=$((i+1)); done; exit 1";
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(script);
+        let (group, _) =
+            ChildGroup::spawn(command, group_options(&shared, Box::new(|_| {}))).unwrap();
+        let status = group.wait().unwrap();
+        assert!(
+            !group.output_tail().contains(TABLESPACE_REFUSAL),
+            "it left the tail"
         );
-        for number in 0..50 {
-            tail.push(format!("later {number}"));
-        }
-        assert!(tail.text().starts_with(TABLESPACE_LIMITATION));
-        let message = tail.failure_message("pg_basebackup exited with status 1");
+        assert!(shared.tail_text(&group).starts_with(TABLESPACE_LIMITATION));
+        let message =
+            shared.failure_message(&group, &format!("pg_basebackup {}", describe_exit(status)));
         let mut lines = message.lines();
         assert_eq!(lines.next(), Some(TABLESPACE_LIMITATION));
         assert_eq!(
             lines.next(),
             Some("pg_basebackup exited with status 1; its last output:")
         );
+        assert_eq!(lines.next(), Some("later 30"));
     }
 
     #[test]
