@@ -1,6 +1,6 @@
 //! Snapshot of every error an operator can see: for each variant, the line `main.rs` prints
 //! (`pgbak: ` and [`pgbak::error::one_line`], the error and its causes) and its `hint:`,
-//! exactly. A change to any message or hint shows up here as a one-row diff; a cause printed
+//! exactly (94 rows). A change to any message or hint shows up here as a one-row diff; a cause printed
 //! twice (in the message and again as the source) would show up as a repeated phrase.
 //!
 //! The errors come through `pgbak::Error`, as commands return them, so the hint is the one
@@ -24,6 +24,7 @@ use pgbak::os::lock::{LockError, LockRange};
 use pgbak::report::ReportError;
 use pgbak::sync::SessionError;
 use pgbak::sync::base_backup::BaseBackupError;
+use pgbak::sync::script::ScriptStartError;
 use pgbak::timestamp::DirectoryName;
 use std::io;
 use std::path::PathBuf;
@@ -489,7 +490,41 @@ fn rows() -> Vec<(String, String)> {
             directory: path("/pgbak/20260101T000000Z"),
             source: os(Errno::EAGAIN),
         }),
+        // What keeps the backup script from starting: recorded as `ScriptFailed` (S-5.3).
+        script(ScriptStartError::NotARegularFile {
+            path: path("/pgbak/scripts/backup"),
+        }),
+        script(ScriptStartError::NotExecutable {
+            path: path("/pgbak/scripts/backup"),
+            errno: Errno::EACCES,
+        }),
+        script(ScriptStartError::DanglingSymlink {
+            path: path("/pgbak/scripts/backup"),
+        }),
+        script(ScriptStartError::Missing {
+            path: path("/pgbak/scripts/backup"),
+        }),
+        script(ScriptStartError::CannotExamine {
+            path: path("/pgbak/scripts/backup"),
+            error: os(Errno::EACCES),
+        }),
+        script(ScriptStartError::DirectoryMissing {
+            directory: path("/pgbak/20260101T000000Z"),
+        }),
+        script(ScriptStartError::CannotStart {
+            path: path("/pgbak/scripts/backup"),
+            error: os(Errno::ENOEXEC),
+        }),
+        script(ScriptStartError::CannotStart {
+            path: path("/pgbak/scripts/backup"),
+            error: os(Errno::ETXTBSY),
+        }),
     ]
+}
+
+/// A script that cannot start has no hint line: its message says what to do.
+fn script(error: ScriptStartError) -> (String, String) {
+    shown(&error, None)
 }
 
 fn base(error: BaseBackupError) -> (String, String) {
@@ -859,6 +894,38 @@ const EXPECTED: &[(&str, &str)] = &[
     ),
     (
         "pgbak: base backup of /pgbak/20260101T000000Z: cannot start a thread: Resource temporarily unavailable (os error 11)",
+        "",
+    ),
+    (
+        "pgbak: backup script /pgbak/scripts/backup is not a regular file: replace it with an executable script",
+        "",
+    ),
+    (
+        "pgbak: backup script /pgbak/scripts/backup is not executable (EACCES: Permission denied): chmod 700 /pgbak/scripts/backup",
+        "",
+    ),
+    (
+        "pgbak: backup script /pgbak/scripts/backup is a symbolic link to a missing file: fix the link",
+        "",
+    ),
+    (
+        "pgbak: backup script /pgbak/scripts/backup does not exist: create it (pgbak init writes a template), or make it a symlink to /bin/true for local-only backups",
+        "",
+    ),
+    (
+        "pgbak: backup script /pgbak/scripts/backup cannot be examined: Permission denied (os error 13)",
+        "",
+    ),
+    (
+        "pgbak: backup directory /pgbak/20260101T000000Z is missing, so the backup script cannot run in it",
+        "",
+    ),
+    (
+        "pgbak: backup script /pgbak/scripts/backup could not be started: Exec format error (os error 8) (does it start with a #! line such as #!/bin/sh?)",
+        "",
+    ),
+    (
+        "pgbak: backup script /pgbak/scripts/backup could not be started: Text file busy (os error 26)",
         "",
     ),
 ];

@@ -547,7 +547,8 @@ impl Session<'_> {
             GroupLeader::Guardian,
         ) {
             Ok(script) => self.script = Some(script),
-            Err(message) => {
+            Err(error) => {
+                let message = error.to_string();
                 self.log.error(&message);
                 self.record(vec![Event::ScriptFailed {
                     directory,
