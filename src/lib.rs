@@ -23,6 +23,7 @@
 pub mod archive;
 pub mod commands;
 pub mod config;
+pub mod error;
 pub mod failpoint;
 pub mod hint;
 pub mod home;
@@ -34,6 +35,8 @@ pub mod sync;
 pub mod timestamp;
 pub mod wal_header;
 pub mod wal_name;
+
+pub use error::Error;
 
 #[cfg(test)]
 mod test_support;

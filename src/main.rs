@@ -8,6 +8,7 @@
 
 use clap::{Parser, Subcommand};
 use pgbak::commands;
+use pgbak::hint::OperatorHint;
 use pgbak::home::environment::PgbakHome;
 use std::io::Write;
 use std::process::ExitCode;
@@ -90,7 +91,7 @@ enum Command {
     },
 }
 
-fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode, pgbak::Error> {
     match command {
         Command::Wal { path } => {
             let home = PgbakHome::from_process_environment()?;
@@ -151,11 +152,12 @@ fn run(command: Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(error: &anyhow::Error) {
-    // `{:#}` joins the context chain with ": ", subject first.
+fn report(error: &pgbak::Error) {
+    // One line, subject first, every cause after it; then the hint of whichever error in the
+    // chain knows what the operator can do (each wrapping error asks its cause).
     let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "pgbak: {error:#}");
-    if let Some(hint) = pgbak::hint::hint_for(error) {
+    let _ = writeln!(stderr, "pgbak: {}", pgbak::error::one_line(error));
+    if let Some(hint) = error.hint() {
         let _ = writeln!(stderr, "hint: {hint}");
     }
 }
@@ -196,10 +198,17 @@ fn main() -> ExitCode {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let result = run(cli.command, &mut out);
-        result.and_then(|code| out.flush().map(|()| code).map_err(anyhow::Error::from))
+        result.and_then(|code| {
+            out.flush()
+                .map(|()| code)
+                .map_err(pgbak::Error::output("the report"))
+        })
     }));
     match outcome {
         Ok(Ok(code)) => code,
+        // `pgbak status | head -1`: the reader has what it wanted; the command did its work.
+        // Rust ignores SIGPIPE (the write returns EPIPE instead), so this is where it ends.
+        Ok(Err(error)) if error.is_broken_pipe() => ExitCode::SUCCESS,
         Ok(Err(error)) => {
             report(&error);
             ExitCode::FAILURE

@@ -305,3 +305,48 @@ fn usage_errors_exit_1_and_help_exits_0() {
     assert_eq!(output.status.code(), Some(0));
     assert!(text(&output).0.contains("status"));
 }
+
+/// Runs `pgbak ARGS` with its stdout a pipe whose reading end is already closed: every write
+/// to stdout fails with EPIPE at once, deterministically (what `pgbak status | head -1` does
+/// once `head` has its line and exits).
+fn pgbak_into_closed_pipe(pgbak_dir: &Path, args: &[&str]) -> Output {
+    let (reading_end, writing_end) = nix::unistd::pipe().unwrap();
+    drop(reading_end);
+    Command::new(env!("CARGO_BIN_EXE_pgbak"))
+        .args(args)
+        .env("PGBAK", pgbak_dir)
+        .stdout(std::process::Stdio::from(writing_end))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn status_into_a_closed_pipe_exits_0_without_a_message() {
+    // `pgbak status | head -1`: a reader that went away is not an error of pgbak's, and a
+    // script piping the report must not see a failure (or a death by SIGPIPE) for it.
+    let dir = Scratch::new("closed-pipe");
+    archive_segments(&dir.0, 2);
+    for args in [
+        &["status"][..],
+        &["status", "--json"][..],
+        &["status", "--journal"][..],
+    ] {
+        let output = pgbak_into_closed_pipe(&dir.0, args);
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+    // And through a real shell pipeline, reading one line.
+    let script = format!(
+        "{} status | head -1 >/dev/null; echo \"${{PIPESTATUS[0]}}\"",
+        env!("CARGO_BIN_EXE_pgbak")
+    );
+    let output = Command::new("bash")
+        .args(["-c", &script])
+        .env("PGBAK", &dir.0)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(stdout.trim(), "0", "{stderr}");
+}

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use super::input::WalInput;
 use crate::hint::OperatorHint;
 use crate::home::environment::PgbakHome;
+use crate::home::journal_file::JournalFileError;
 use crate::timestamp::DirectoryName;
 
 /// Why `pgbak wal` did not archive the file. Every message starts with `wal` and the path or
@@ -59,8 +60,10 @@ pub enum ArchiveError {
         name: String,
         pgbak: PathBuf,
         reason: &'static str,
+        /// Boxed, like the journal's error below: every `Result` of the archive path
+        /// carries this enum, and these causes are its largest part.
         #[source]
-        source: anyhow::Error,
+        source: Box<StorageFullCause>,
     },
 
     #[error("wal {name}: {action}")]
@@ -86,7 +89,7 @@ pub enum ArchiveError {
     Journal {
         name: String,
         #[source]
-        source: anyhow::Error,
+        source: Box<JournalFileError>,
     },
 
     #[error(
@@ -121,6 +124,21 @@ pub enum ArchiveError {
         attempts: usize,
         linked: Vec<DirectoryName>,
     },
+}
+
+/// Where the file system ran out of space (S-8.5): the rest of the line after the summary.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageFullCause {
+    /// Storing the compressed file: `action` says which step.
+    #[error("{action}")]
+    Storage {
+        action: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Appending to (or opening) the journal.
+    #[error(transparent)]
+    Journal(JournalFileError),
 }
 
 /// What became of the rejected bytes of a conflict (S-2.4, S-2.10).
@@ -226,8 +244,8 @@ impl OperatorHint for ArchiveError {
                 }
                 hint
             }
-            // The journal's own error, further down the chain, carries the hint.
-            ArchiveError::Journal { .. } => return None,
+            // The journal's own error (or the lock's) knows what to do about it.
+            ArchiveError::Journal { source, .. } => return source.hint(),
             ArchiveError::NoDirectoryOnDisk { .. } => {
                 "a backup directory was removed by hand: see pgbak status; pgbak sync --base \
                  starts a new one"
@@ -273,8 +291,10 @@ pub(super) fn storage_error(
             name: input.name(),
             pgbak: home.path.clone(),
             reason: storage_full_reason(source.kind()),
-            // Where it ran out: the rest of the line after the summary.
-            source: anyhow::Error::new(source).context(action.into()),
+            source: Box::new(StorageFullCause::Storage {
+                action: action.into(),
+                source,
+            }),
         }
     } else {
         ArchiveError::Storage {
@@ -289,10 +309,9 @@ pub(super) fn storage_error(
 pub(super) fn journal_error(
     home: &PgbakHome,
     input: &WalInput,
-    source: anyhow::Error,
+    source: JournalFileError,
 ) -> ArchiveError {
-    let full = source
-        .chain()
+    let full = crate::error::causes(&source)
         .filter_map(|cause| cause.downcast_ref::<io::Error>())
         .map(io::Error::kind)
         .find(|kind| is_storage_full(*kind));
@@ -301,11 +320,11 @@ pub(super) fn journal_error(
             name: input.name(),
             pgbak: home.path.clone(),
             reason: storage_full_reason(kind),
-            source,
+            source: Box::new(StorageFullCause::Journal(source)),
         },
         None => ArchiveError::Journal {
             name: input.name(),
-            source,
+            source: Box::new(source),
         },
     }
 }

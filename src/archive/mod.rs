@@ -81,7 +81,7 @@ mod store;
 
 use compress::compress;
 pub use conflicts::{ConflictsUsage, conflicts_usage};
-pub use error::{ArchiveError, RejectedCopy};
+pub use error::{ArchiveError, RejectedCopy, StorageFullCause};
 pub use frames::stored_content_bytes;
 pub use input::guard_against_truncation;
 use input::read_input;

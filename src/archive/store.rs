@@ -21,7 +21,7 @@ use super::existing::compare_stored;
 use super::existing::make_existing_durable;
 use super::input::WalInput;
 use crate::home::environment::PgbakHome;
-use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
+use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, JournalFileError, OpenedJournal};
 use crate::home::names::WAL_DIRECTORY_NAME;
 use crate::journal::JournalError;
 use crate::machine::{DirectoryPhase, Event, archive_targets};
@@ -58,7 +58,7 @@ pub(super) enum Decision {
 pub(super) enum HoldError {
     /// The refresh found the journal damaged: reopen it (which rebuilds it) and go on.
     Reopen,
-    Failed(anyhow::Error),
+    Failed(JournalFileError),
     /// Creating a directory under the lock failed.
     Storage(ArchiveError),
 }
@@ -100,10 +100,9 @@ impl Store<'_, '_> {
                     return Err(journal_error(
                         self.home,
                         self.input,
-                        anyhow::anyhow!(
-                            "journal {}: damaged again right after it was rebuilt",
-                            self.home.lock_file_path().display()
-                        ),
+                        JournalFileError::DamagedAgain {
+                            path: self.home.lock_file_path(),
+                        },
                     ));
                 }
                 Err(HoldError::Failed(error)) => {
@@ -190,9 +189,7 @@ impl Store<'_, '_> {
     /// an append. Never compresses, links or creates directories (S-2.6: milliseconds).
     pub(super) fn decide(&self, opened: &mut OpenedJournal) -> Result<Decision, HoldError> {
         let lock_path = opened.lock_file.path().to_path_buf();
-        let in_journal = |error: JournalError| {
-            anyhow::Error::new(error).context(format!("journal {}", lock_path.display()))
-        };
+        let in_journal = |error: JournalError| JournalFileError::in_journal(&lock_path)(error);
         let _guard = opened
             .lock_file
             .lock(
@@ -200,7 +197,7 @@ impl Store<'_, '_> {
                 LockKind::Exclusive,
                 Wait::UpTo(JOURNAL_LOCK_WAIT),
             )
-            .map_err(|error| HoldError::Failed(anyhow::Error::new(error)))?;
+            .map_err(|error| HoldError::Failed(error.into()))?;
         match opened.journal.refresh(self.now) {
             Ok(_) => {}
             Err(JournalError::NeedsRebuild { .. }) => return Err(HoldError::Reopen),
@@ -285,7 +282,7 @@ impl Store<'_, '_> {
         opened
             .lock_file
             .check_still_same()
-            .map_err(|error| HoldError::Failed(anyhow::Error::new(error)))?;
+            .map_err(|error| HoldError::Failed(error.into()))?;
         let mut events = Vec::new();
         if let Some(system_identifier) = self.system_identifier
             && state.system_identifier.is_none()

@@ -6,7 +6,9 @@ use super::store::link_or_copy;
 use super::*;
 use crate::hint::OperatorHint;
 use crate::home::journal_file;
+use crate::home::journal_file::JournalFileError;
 use crate::home::journal_file::inspect_journal;
+use crate::journal::{IoAction, JournalError, RebuildReason};
 use crate::machine::DirectoryPhase;
 use crate::machine::Event;
 use crate::os::durable::PRIVATE_FILE_MODE;
@@ -386,8 +388,14 @@ fn a_full_disk_anywhere_in_a_journal_error_is_reported_as_full() {
         size: 0,
         stamp: FileStamp::default(),
     };
-    let full = anyhow::Error::new(io::Error::from(io::ErrorKind::StorageFull))
-        .context("journal /x/pgbak.lock");
+    // Two levels down: the journal's write failed, in the journal of $PGBAK.
+    let full = JournalFileError::Journal {
+        path: PathBuf::from("/x/pgbak.lock"),
+        source: JournalError::Io {
+            action: IoAction::Sync,
+            source: io::Error::from(io::ErrorKind::StorageFull),
+        },
+    };
     let error = journal_error(&home, &input, full);
     assert!(
         matches!(
@@ -399,18 +407,29 @@ fn a_full_disk_anywhere_in_a_journal_error_is_reported_as_full() {
         ),
         "{error}"
     );
-    let quota = anyhow::Error::new(io::Error::from(io::ErrorKind::QuotaExceeded));
+    let quota = JournalFileError::Stat {
+        path: PathBuf::from("/x/pgbak.lock"),
+        source: io::Error::from(io::ErrorKind::QuotaExceeded),
+    };
     let error = journal_error(&home, &input, quota);
     assert!(
         error.to_string().contains("(Disk quota exceeded)"),
         "{error}"
     );
-    let other = anyhow::anyhow!("journal /x/pgbak.lock: something else");
+    let other = JournalFileError::Journal {
+        path: PathBuf::from("/x/pgbak.lock"),
+        source: JournalError::Unreadable {
+            reason: RebuildReason::BadMagic,
+        },
+    };
+    let journal_hint = other.hint();
     let error = journal_error(&home, &input, other);
     assert!(matches!(error, ArchiveError::Journal { .. }), "{error}");
-    assert!(
-        error.hint().is_none(),
-        "the journal's own error has the hint"
+    assert!(journal_hint.is_some());
+    assert_eq!(
+        error.hint(),
+        journal_hint,
+        "the journal's own error knows what to do"
     );
 }
 

@@ -19,17 +19,49 @@
 //! - The journal (`pgbak.lock`) is created (or opened, and repaired if it needs it) last, so a
 //!   crash before it leaves a directory the next `init` completes.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
+use crate::Error;
 use crate::config::documented_keys;
+use crate::hint::OperatorHint;
 use crate::home::environment::{EnvironmentError, PgbakHome, UserIdentity};
 use crate::home::names::BACKUP_SCRIPT_NAME;
 use crate::home::strict_modes;
 use crate::os::durable::{self, DirectoryCreation, Existing, PRIVATE_DIRECTORY_MODE, WriteOutcome};
+
+/// What `init` could not create or change; every variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("init {}: cannot be created", .path.display())]
+    CreateDirectory { path: PathBuf, source: io::Error },
+    #[error("init {}: cannot be written", .path.display())]
+    WriteScript { path: PathBuf, source: io::Error },
+    #[error("stat {}", .path.display())]
+    Stat { path: PathBuf, source: io::Error },
+    #[error("chmod 0700 {}", .path.display())]
+    Chmod { path: PathBuf, source: io::Error },
+    #[error("init {}: cannot be made durable (fsync)", .path.display())]
+    Fsync { path: PathBuf, source: io::Error },
+}
+
+impl OperatorHint for InitError {
+    fn hint(&self) -> Option<String> {
+        let path = match self {
+            InitError::CreateDirectory { path, .. }
+            | InitError::WriteScript { path, .. }
+            | InitError::Stat { path, .. }
+            | InitError::Chmod { path, .. }
+            | InitError::Fsync { path, .. } => path,
+        };
+        Some(format!(
+            "run pgbak init as the PostgreSQL OS user, which must own {}, on a file system that \
+             is writable and not full; running it again completes what is missing",
+            path.display()
+        ))
+    }
+}
 
 /// The template's mode: private and executable by the owner (S-1.3).
 pub const BACKUP_SCRIPT_MODE: u32 = 0o700;
@@ -83,14 +115,14 @@ exit 1
 
 /// `pgbak init` as `main.rs` calls it: `PGBAK` and the user from the process environment
 /// ([`PgbakHome::for_init_from_process_environment`]), then [`run`].
-pub fn run_from_environment(out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run_from_environment(out: &mut dyn Write) -> Result<(), Error> {
     let home = PgbakHome::for_init_from_process_environment()?;
     run(&home, out)
 }
 
 /// Runs `pgbak init` for `home` (from [`crate::home::environment::locate_for_init`]) and
 /// prints what it did and what to configure next to `out`.
-pub fn run(home: &PgbakHome, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(home: &PgbakHome, out: &mut dyn Write) -> Result<(), Error> {
     // The absolute path of this very binary, so the printed settings work whatever PATH
     // PostgreSQL and systemd run with. If it cannot be found, the bare name still works when
     // pgbak is installed in PATH.
@@ -103,9 +135,9 @@ pub fn run_with_program(
     home: &PgbakHome,
     program: &Path,
     out: &mut dyn Write,
-) -> anyhow::Result<()> {
+) -> Result<(), Error> {
     let created = create_layout(home)?;
-    print_report(home, program, &created, out).context("writing the pgbak init report")?;
+    print_report(home, program, &created, out).map_err(Error::output("the pgbak init report"))?;
     Ok(())
 }
 
@@ -134,10 +166,16 @@ fn done(creation: DirectoryCreation) -> Done {
     }
 }
 
-fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
+fn create_layout(home: &PgbakHome) -> Result<Vec<Step>, Error> {
     let mut steps = Vec::new();
     check_parent_is_writable(home)?;
-    let pgbak_done = match durable::create_private_directory(&home.path)? {
+    let create = |path: &Path| {
+        durable::create_private_directory(path).map_err(|source| InitError::CreateDirectory {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let pgbak_done = match create(&home.path)? {
         DirectoryCreation::Created => Done::Created,
         DirectoryCreation::AlreadyPresent => make_pgbak_private(home)?,
     };
@@ -147,7 +185,7 @@ fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
         note: "",
     });
     for directory in [home.scripts_path(), home.conflicts_path()] {
-        let outcome = durable::create_private_directory(&directory)?;
+        let outcome = create(&directory)?;
         steps.push(Step {
             path: directory.display().to_string(),
             done: done(outcome),
@@ -160,7 +198,11 @@ fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
         BACKUP_SCRIPT_TEMPLATE.as_bytes(),
         BACKUP_SCRIPT_MODE,
         Existing::Keep,
-    )?;
+    )
+    .map_err(|source| InitError::WriteScript {
+        path: home.backup_script_path(),
+        source,
+    })?;
     steps.push(Step {
         path: home.backup_script_path().display().to_string(),
         done: if script == WriteOutcome::Created {
@@ -198,9 +240,12 @@ fn create_layout(home: &PgbakHome) -> anyhow::Result<Vec<Step>> {
 
 /// S-1.5 (and S-1.3): an existing `$PGBAK` gets exactly mode 0700, durably (the directory's
 /// inode is fsynced). Returns what was done, for the report.
-fn make_pgbak_private(home: &PgbakHome) -> anyhow::Result<Done> {
+fn make_pgbak_private(home: &PgbakHome) -> Result<Done, Error> {
     let previous_mode = std::fs::metadata(&home.path)
-        .with_context(|| format!("stat {}", home.path.display()))?
+        .map_err(|source| InitError::Stat {
+            path: home.path.clone(),
+            source,
+        })?
         .mode()
         & 0o7777;
     if previous_mode == PRIVATE_DIRECTORY_MODE {
@@ -210,8 +255,14 @@ fn make_pgbak_private(home: &PgbakHome) -> anyhow::Result<Done> {
         &home.path,
         std::fs::Permissions::from_mode(PRIVATE_DIRECTORY_MODE),
     )
-    .with_context(|| format!("chmod 0700 {}", home.path.display()))?;
-    durable::fsync_directory(&home.path)?;
+    .map_err(|source| InitError::Chmod {
+        path: home.path.clone(),
+        source,
+    })?;
+    durable::fsync_directory(&home.path).map_err(|source| InitError::Fsync {
+        path: home.path.clone(),
+        source,
+    })?;
     Ok(Done::ModeSet { previous_mode })
 }
 

@@ -1,5 +1,6 @@
 //! One module per CLI subcommand: each turns parsed arguments into calls on the layers below and
-//! returns `anyhow::Result` to `main.rs`, which maps it to an exit code.
+//! returns a [`crate::Error`] to `main.rs`, which prints it (with its hint) and maps it to an
+//! exit code.
 
 pub mod init;
 pub mod new_series;

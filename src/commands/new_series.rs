@@ -39,7 +39,7 @@ impl OperatorHint for NewSeriesError {
 }
 
 /// Records `NewSeriesStarted` and says what it did.
-pub fn run(home: &PgbakHome, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(home: &PgbakHome, out: &mut dyn Write) -> Result<(), crate::Error> {
     let at = now();
     let mut opened = journal_file::open_journal(home, at)?;
     let state = opened.journal.state();
@@ -52,6 +52,14 @@ pub fn run(home: &PgbakHome, out: &mut dyn Write) -> anyhow::Result<()> {
     let previous = state.system_identifier;
     let sealed = state.current_directory().map(|(name, _)| name);
     opened.append(&[Event::NewSeriesStarted { at }], at)?;
+    print_report(previous, sealed, out).map_err(crate::Error::output("the new-series report"))
+}
+
+fn print_report(
+    previous: Option<u64>,
+    sealed: Option<crate::timestamp::DirectoryName>,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     match previous {
         Some(id) => writeln!(out, "pgbak: forgot cluster {id}")?,
         None => writeln!(out, "pgbak: no cluster was recorded yet")?,

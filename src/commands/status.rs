@@ -1,12 +1,12 @@
 //! `pgbak status [--json | --journal]`: opens the journal (unless `$PGBAK` is unused), has
 //! [`crate::report`] build the report and prints it in the chosen format.
 
+use crate::Error;
 use crate::config;
 use crate::home::environment::PgbakHome;
 use crate::home::journal_file;
 use crate::os::clock;
 use crate::report::{StatusReport, build_report, render_human, render_journal};
-use anyhow::Context;
 use std::io::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +16,7 @@ pub enum Format {
     Journal,
 }
 
-pub fn run(home: &PgbakHome, format: Format, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(home: &PgbakHome, format: Format, out: &mut dyn Write) -> Result<(), Error> {
     let config = config::load(&home.config_path())?;
     let policy = config.machine_policy();
     let now = clock::now();
@@ -26,7 +26,8 @@ pub fn run(home: &PgbakHome, format: Format, out: &mut dyn Write) -> anyhow::Res
                 out,
                 "# no journal: {} is unused (nothing archived yet)",
                 home.path.display()
-            )?;
+            )
+            .map_err(Error::output("the status report"))?;
             return Ok(());
         }
         let report = build_report(home, None, &policy, config.wal.conflicts_max_bytes, now)?;
@@ -34,7 +35,7 @@ pub fn run(home: &PgbakHome, format: Format, out: &mut dyn Write) -> anyhow::Res
     }
     let opened = journal_file::open_journal(home, now)?;
     if format == Format::Journal {
-        return render_journal(&opened, out);
+        return Ok(render_journal(&opened, out)?);
     }
     let report = build_report(
         home,
@@ -46,13 +47,15 @@ pub fn run(home: &PgbakHome, format: Format, out: &mut dyn Write) -> anyhow::Res
     print(&report, format, out)
 }
 
-fn print(report: &StatusReport, format: Format, out: &mut dyn Write) -> anyhow::Result<()> {
+fn print(report: &StatusReport, format: Format, out: &mut dyn Write) -> Result<(), Error> {
     match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, report).context("writing the JSON report")?;
-            writeln!(out)?;
+            serde_json::to_writer_pretty(&mut *out, report)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out))
+                .map_err(Error::output("the JSON report"))?;
         }
-        _ => render_human(report, out)?,
+        _ => render_human(report, out).map_err(Error::output("the status report"))?,
     }
     Ok(())
 }

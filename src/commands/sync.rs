@@ -71,7 +71,10 @@ impl OperatorHint for SyncError {
 /// A foreground sync that finished with a base backup still due because the server cannot be
 /// reached (S-6.6) did not do what it was asked: say so. The background sync just exits; the
 /// next `wal` starts another.
-fn check_base_backup_reached(home: &PgbakHome, config: &config::Config) -> anyhow::Result<()> {
+fn check_base_backup_reached(
+    home: &PgbakHome,
+    config: &config::Config,
+) -> Result<(), crate::Error> {
     let lock_file = LockFile::open(&home.lock_file_path())?;
     let Some(state) = journal_file::inspect_journal(&lock_file)?.state else {
         return Ok(());
@@ -92,7 +95,7 @@ fn check_base_backup_reached(home: &PgbakHome, config: &config::Config) -> anyho
 }
 
 /// Runs the sync loop for `request`; see the module header for the outcomes.
-pub fn run(home: &PgbakHome, request: SyncRequest) -> anyhow::Result<()> {
+pub fn run(home: &PgbakHome, request: SyncRequest) -> Result<(), crate::Error> {
     let config = config::load(&home.config_path())?;
     let options = SyncOptions {
         force_script: request.force_script,

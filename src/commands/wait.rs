@@ -70,7 +70,7 @@ impl WaitOutcome {
 
 /// Waits at most `timeout` (`None`: forever); see the module header. Prints one line to stderr
 /// explaining a non-zero outcome.
-pub fn run(home: &PgbakHome, timeout: Option<Duration>) -> anyhow::Result<WaitOutcome> {
+pub fn run(home: &PgbakHome, timeout: Option<Duration>) -> Result<WaitOutcome, crate::Error> {
     let (outcome, explanation) = wait_for_sync(home, timeout)?;
     if let Some(explanation) = explanation {
         let _ = writeln!(std::io::stderr(), "pgbak: wait: {explanation}");
@@ -91,7 +91,7 @@ enum Observation {
 pub fn wait_for_sync(
     home: &PgbakHome,
     timeout: Option<Duration>,
-) -> anyhow::Result<(WaitOutcome, Option<String>)> {
+) -> Result<(WaitOutcome, Option<String>), crate::Error> {
     // An unused $PGBAK has nothing to ship; do not create a journal in it.
     if journal_file::is_unused(home)? {
         return Ok((WaitOutcome::Done, None));
@@ -139,7 +139,7 @@ pub fn wait_for_sync(
 
 /// One look: the lock before and after the journal read, so a sync that started meanwhile is
 /// never judged by a state it has already changed.
-fn observe(home: &PgbakHome, lock_file: &LockFile) -> anyhow::Result<Observation> {
+fn observe(home: &PgbakHome, lock_file: &LockFile) -> Result<Observation, crate::Error> {
     if lock_file.is_locked_by_other(LockRange::Sync)? {
         return Ok(Observation::SyncRunning);
     }
@@ -154,7 +154,7 @@ fn observe(home: &PgbakHome, lock_file: &LockFile) -> anyhow::Result<Observation
 }
 
 /// The replayed state: read-only, or through a rebuild when no process could replay it.
-fn read_state(home: &PgbakHome, lock_file: &LockFile) -> anyhow::Result<State> {
+fn read_state(home: &PgbakHome, lock_file: &LockFile) -> Result<State, crate::Error> {
     match journal_file::inspect_journal(lock_file)?.state {
         Some(state) => Ok(state),
         None => Ok(journal_file::open_journal(home, now())?

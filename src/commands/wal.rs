@@ -23,7 +23,19 @@ use crate::config;
 use crate::home::environment::{PGBAK_VARIABLE, PgbakHome};
 use crate::os::clock;
 use crate::os::detach;
-use crate::os::lock::{LockFile, LockRange};
+use crate::os::lock::{LockError, LockFile, LockRange};
+
+/// Why no background sync was started after the ack (reported on stderr, never an exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum BackgroundSyncError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot start `pgbak sync --background`")]
+    Spawn {
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// The arguments of the background sync `wal` starts (S-2.8). `sync --background` takes the
 /// sync lock with a try-lock and exits 0 quietly if another sync holds it, so two `wal` calls
@@ -32,7 +44,7 @@ pub const BACKGROUND_SYNC_ARGUMENTS: [&str; 2] = ["sync", "--background"];
 
 /// Archives `source` (S-2.1 – S-2.7), then starts a background sync if `sync.autostart` is on
 /// and none runs (S-2.8).
-pub fn run(home: &PgbakHome, source: &Path) -> anyhow::Result<()> {
+pub fn run(home: &PgbakHome, source: &Path) -> Result<(), crate::Error> {
     // The WAL file is mapped, not copied: a truncation under us must exit 1, not kill us.
     archive::guard_against_truncation();
     let config = config::load(&home.config_path())?;
@@ -41,8 +53,9 @@ pub fn run(home: &PgbakHome, source: &Path) -> anyhow::Result<()> {
         if let Err(error) = start_sync_unless_running(home) {
             // After the ack: say so in PostgreSQL's log, but succeed (S-2.6).
             eprintln!(
-                "pgbak: wal {}: archived, but no background sync could be started: {error}",
-                outcome.file
+                "pgbak: wal {}: archived, but no background sync could be started: {}",
+                outcome.file,
+                crate::error::one_line(&error)
             );
         }
     }
@@ -50,13 +63,12 @@ pub fn run(home: &PgbakHome, source: &Path) -> anyhow::Result<()> {
 }
 
 /// Starts a background sync unless the sync lock is held (a sync runs).
-fn start_sync_unless_running(home: &PgbakHome) -> anyhow::Result<()> {
+fn start_sync_unless_running(home: &PgbakHome) -> Result<(), BackgroundSyncError> {
     let lock_file = LockFile::open(&home.lock_file_path())?;
     if lock_file.is_locked_by_other(LockRange::Sync)? {
         return Ok(());
     }
-    start_background_sync(home)?;
-    Ok(())
+    start_background_sync(home).map_err(|source| BackgroundSyncError::Spawn { source })
 }
 
 /// Starts `pgbak sync --background` (this same executable) fully detached, and does not wait

@@ -480,10 +480,10 @@ mod tests {
             }
             other => panic!("expected Unreadable, got {other:?}"),
         }
-        // The cause is the error's source, not part of its message, so main.rs's `{:#}`
+        // The cause is the error's source, not part of its message, so main.rs's one line
         // (which joins the chain) prints it exactly once.
         assert_eq!(
-            format!("{:#}", anyhow::Error::from(error)),
+            crate::error::one_line(&error),
             format!(
                 "PGBAK={} cannot be read: Not a directory (os error 20)",
                 through.display()

@@ -8,19 +8,22 @@
 //!
 //! Invariants: `pgbak.lock` is opened, never created anew over an existing file, never renamed
 //! or deleted (other processes hold OFD locks on it, S-3.5); every descriptor is `O_CLOEXEC`.
+//! Every failure is a [`JournalFileError`] naming `pgbak.lock` (or the path it is about).
 
 use super::names::LOCK_FILE_NAME;
+use crate::hint::OperatorHint;
 use crate::home::environment::PgbakHome;
 use crate::home::tree_scan::{self, ScanError};
 use crate::journal::{
-    DecodedJournal, Inspection, Journal, JournalOptions, OpenError, OpenReport, RebuildRequest,
+    DecodedJournal, Inspection, Journal, JournalError, JournalOptions, OpenError, OpenReport,
+    RebuildReason, RebuildRequest,
 };
 use crate::machine::{Event, State};
 use crate::os::durable::{self, Existing, PRIVATE_FILE_MODE};
-use crate::os::lock::{LockFile, LockKind, LockRange, Wait};
+use crate::os::lock::{LockError, LockFile, LockKind, LockRange, Wait};
 use crate::timestamp::UnixMillis;
-use anyhow::Context;
 use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,13 +56,16 @@ fn journal_id_seed(now: UnixMillis) -> u64 {
 
 /// Whether `$PGBAK` has never been used: no journal bytes and no backup directory. `status`
 /// reports such a directory as empty instead of creating a journal in it.
-pub fn is_unused(home: &PgbakHome) -> anyhow::Result<bool> {
+pub fn is_unused(home: &PgbakHome) -> Result<bool, JournalFileError> {
     let lock_path = home.lock_file_path();
     let journal_bytes = match std::fs::metadata(&lock_path) {
         Ok(metadata) => metadata.len(),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(error) => {
-            return Err(error).with_context(|| format!("journal {}", lock_path.display()));
+        Err(source) => {
+            return Err(JournalFileError::Stat {
+                path: lock_path,
+                source,
+            });
         }
     };
     if journal_bytes > 0 {
@@ -85,7 +91,7 @@ fn keep_damaged_copy(
 
 /// Opens the journal for writing: replays it, cuts a torn tail, or rebuilds it from the tree.
 /// Creates `pgbak.lock` if it does not exist (that is a rebuild from an empty tree: a first run).
-pub fn open_journal(home: &PgbakHome, now: UnixMillis) -> anyhow::Result<OpenedJournal> {
+pub fn open_journal(home: &PgbakHome, now: UnixMillis) -> Result<OpenedJournal, JournalFileError> {
     let lock_path = home.lock_file_path();
     let lock_file = LockFile::open(&lock_path)?;
     let guard = lock_file.lock(
@@ -93,12 +99,13 @@ pub fn open_journal(home: &PgbakHome, now: UnixMillis) -> anyhow::Result<OpenedJ
         LockKind::Exclusive,
         Wait::UpTo(JOURNAL_LOCK_WAIT),
     )?;
-    let storage = lock_file.file().try_clone().with_context(|| {
-        format!(
-            "journal {}: cannot duplicate its descriptor",
-            lock_path.display()
-        )
-    })?;
+    let storage = lock_file
+        .file()
+        .try_clone()
+        .map_err(|source| JournalFileError::Duplicate {
+            path: lock_path.clone(),
+            source,
+        })?;
     let mut damaged_copy = None;
     let opened = Journal::open(
         storage,
@@ -118,13 +125,15 @@ pub fn open_journal(home: &PgbakHome, now: UnixMillis) -> anyhow::Result<OpenedJ
     );
     drop(guard);
     let (journal, report) = opened.map_err(|error| match error {
-        OpenError::Journal(error) => {
-            anyhow::Error::new(error).context(format!("journal {}", lock_path.display()))
-        }
-        OpenError::RebuildFailed { reason, source } => anyhow::Error::new(source).context(format!(
-            "journal {}: needs a rebuild because {reason}, and the rebuild failed",
-            lock_path.display()
-        )),
+        OpenError::Journal(source) => JournalFileError::Journal {
+            path: lock_path.clone(),
+            source,
+        },
+        OpenError::RebuildFailed { reason, source } => JournalFileError::RebuildFailed {
+            path: lock_path.clone(),
+            reason,
+            source,
+        },
     })?;
     Ok(OpenedJournal {
         lock_file,
@@ -138,7 +147,7 @@ impl OpenedJournal {
     /// Appends facts under the exclusive journal lock, held only for the append (S-2.6): the
     /// journal first folds in what other processes appended, the machine checks every fact,
     /// then the frames are written and fsynced (S-3.2) before this returns.
-    pub fn append(&mut self, events: &[Event], now: UnixMillis) -> anyhow::Result<()> {
+    pub fn append(&mut self, events: &[Event], now: UnixMillis) -> Result<(), JournalFileError> {
         let _guard = self.lock_file.lock(
             LockRange::Journal,
             LockKind::Exclusive,
@@ -146,8 +155,75 @@ impl OpenedJournal {
         )?;
         self.journal
             .append(events, now)
-            .with_context(|| format!("journal {}", self.lock_file.path().display()))?;
+            .map_err(JournalFileError::in_journal(self.lock_file.path()))?;
         Ok(())
+    }
+}
+
+/// Why the journal in `$PGBAK/pgbak.lock` could not be opened, read or appended to. Every
+/// message starts with `journal` and the path; the cause (the journal's, the lock's or the
+/// file system's) follows in the chain, and so does its hint.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalFileError {
+    /// The journal lock (byte 0) could not be taken, or the file is no longer `pgbak.lock`.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+
+    #[error("journal {}", .path.display())]
+    Stat { path: PathBuf, source: io::Error },
+
+    /// Looking for backup directories (is `$PGBAK` unused?) failed.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+
+    #[error("journal {}: cannot duplicate its descriptor", .path.display())]
+    Duplicate { path: PathBuf, source: io::Error },
+
+    #[error("journal {}", .path.display())]
+    Journal {
+        path: PathBuf,
+        #[source]
+        source: JournalError,
+    },
+
+    #[error(
+        "journal {}: needs a rebuild because {reason}, and the rebuild failed",
+        .path.display()
+    )]
+    RebuildFailed {
+        path: PathBuf,
+        reason: RebuildReason,
+        #[source]
+        source: RebuildError,
+    },
+
+    /// `pgbak wal` reopened (rebuilt) the journal because it was damaged, and the next look
+    /// found it damaged again: something else is writing into it.
+    #[error("journal {}: damaged again right after it was rebuilt", .path.display())]
+    DamagedAgain { path: PathBuf },
+}
+
+impl JournalFileError {
+    /// Wraps a journal error of the journal in `path` (the journal does not know its path).
+    pub fn in_journal(path: &Path) -> impl FnOnce(JournalError) -> JournalFileError + '_ {
+        move |source| JournalFileError::Journal {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+impl OperatorHint for JournalFileError {
+    fn hint(&self) -> Option<String> {
+        match self {
+            JournalFileError::Lock(error) => error.hint(),
+            JournalFileError::Journal { source, .. } => source.hint(),
+            JournalFileError::Stat { .. }
+            | JournalFileError::Scan(_)
+            | JournalFileError::Duplicate { .. }
+            | JournalFileError::RebuildFailed { .. }
+            | JournalFileError::DamagedAgain { .. } => None,
+        }
     }
 }
 
@@ -156,7 +232,7 @@ impl OpenedJournal {
 pub enum RebuildError {
     #[error(transparent)]
     Scan(ScanError),
-    #[error("cannot keep a copy of the damaged journal {}: {source}", .path.display())]
+    #[error("cannot keep a copy of the damaged journal {}", .path.display())]
     KeepCopy {
         path: PathBuf,
         #[source]
@@ -165,23 +241,25 @@ pub enum RebuildError {
 }
 
 /// The journal's records as stored, read under the shared journal lock (`status --journal`).
-pub fn decode_journal(opened: &OpenedJournal) -> anyhow::Result<DecodedJournal<State, Event>> {
+pub fn decode_journal(
+    opened: &OpenedJournal,
+) -> Result<DecodedJournal<State, Event>, JournalFileError> {
     let _guard = opened.lock_file.lock(
         LockRange::Journal,
         LockKind::Shared,
         Wait::UpTo(JOURNAL_LOCK_WAIT),
     )?;
     Journal::<State, File>::decode_records(opened.journal.storage())
-        .with_context(|| format!("journal {}", opened.lock_file.path().display()))
+        .map_err(JournalFileError::in_journal(opened.lock_file.path()))
 }
 
 /// A read-only replay (no repair), under the shared journal lock.
-pub fn inspect_journal(lock_file: &LockFile) -> anyhow::Result<Inspection<State>> {
+pub fn inspect_journal(lock_file: &LockFile) -> Result<Inspection<State>, JournalFileError> {
     let _guard = lock_file.lock(
         LockRange::Journal,
         LockKind::Shared,
         Wait::UpTo(JOURNAL_LOCK_WAIT),
     )?;
     Journal::<State, File>::inspect(lock_file.file())
-        .with_context(|| format!("journal {}", lock_file.path().display()))
+        .map_err(JournalFileError::in_journal(lock_file.path()))
 }

@@ -290,7 +290,7 @@ impl fmt::Display for IoAction {
 /// with `journal $PGBAK/pgbak.lock: ` (the journal does not know the path of its storage).
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("{action} failed: {source}")]
+    #[error("{action} failed")]
     Io {
         action: IoAction,
         #[source]
@@ -365,7 +365,7 @@ impl OperatorHint for JournalError {
 pub enum OpenError<E> {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("the journal needed a rebuild because {reason}, and the rebuild failed: {source}")]
+    #[error("the journal needed a rebuild because {reason}, and the rebuild failed")]
     RebuildFailed {
         reason: RebuildReason,
         #[source]

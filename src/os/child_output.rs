@@ -244,7 +244,11 @@ mod tests {
         for number in 0..10 {
             tail.push(&format!("line {number}"));
         }
-        assert_eq!(tail.text(), "line 8\nline 9", "three lines would be 20 bytes");
+        assert_eq!(
+            tail.text(),
+            "line 8\nline 9",
+            "three lines would be 20 bytes"
+        );
         let mut tail = OutputTail::new(1000, 3);
         for number in 0..10 {
             tail.push(&format!("line {number}"));

@@ -901,7 +901,7 @@ mod tests {
     fn an_unopenable_path_is_an_open_error_with_the_path() {
         let error = LockFile::open(Path::new("/nonexistent-pgbak-dir/pgbak.lock")).unwrap_err();
         assert!(matches!(error, LockError::Open { .. }));
-        let chain = format!("{:#}", anyhow::Error::from(error));
+        let chain = crate::error::one_line(&error);
         assert_eq!(
             chain,
             "lock file /nonexistent-pgbak-dir/pgbak.lock: cannot be opened: No such file or \

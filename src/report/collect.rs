@@ -24,6 +24,7 @@ use super::analyse::lost_directories_report;
 use super::analyse::phase_label;
 use super::analyse::sync_report;
 use super::analyse::time;
+use super::error::ReportError;
 use super::render::human_bytes;
 use crate::archive;
 use crate::home::environment::PgbakHome;
@@ -117,7 +118,10 @@ pub(super) fn directory_report(
             }
             Err(error) => problems.push(Problem {
                 code: "wal_gap",
-                message: format!("{name}: cannot list its WAL files to look for gaps: {error}"),
+                message: format!(
+                    "{name}: cannot list its WAL files to look for gaps: {}",
+                    crate::error::one_line(&error)
+                ),
             }),
         }
         if directory.base.is_some() && !path.join(BASE_FILE_NAME).is_file() {
@@ -311,7 +315,7 @@ pub fn build_report(
     policy: &Policy,
     conflicts_max_bytes: u64,
     now: UnixMillis,
-) -> anyhow::Result<StatusReport> {
+) -> Result<StatusReport, ReportError> {
     let empty = State::default();
     let state = opened.map_or(&empty, |o| o.journal.state());
     let mut problems = Vec::new();

@@ -15,9 +15,11 @@
 
 mod analyse;
 mod collect;
+mod error;
 mod model;
 mod render;
 
 pub use collect::build_report;
+pub use error::ReportError;
 pub use model::*;
 pub use render::{render_human, render_journal};

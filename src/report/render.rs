@@ -5,11 +5,13 @@
 
 use super::FailureReport;
 use super::StatusReport;
+use super::error::ReportError;
 use crate::home::journal_file;
 use crate::home::journal_file::OpenedJournal;
+use crate::journal::DecodedJournal;
 use crate::journal::Record;
 use crate::journal::StopKind;
-use anyhow::Context;
+use crate::machine::{Event, State};
 use std::io::Write;
 
 pub fn human_bytes(bytes: u64) -> String {
@@ -316,19 +318,10 @@ pub(super) fn write_failure(
 }
 
 /// `status --journal`: the records, decoded, one per line, newest last.
-pub fn render_journal(opened: &OpenedJournal, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn render_journal(opened: &OpenedJournal, out: &mut dyn Write) -> Result<(), ReportError> {
     let decoded = journal_file::decode_journal(opened)?;
-    writeln!(
-        out,
-        "# journal {}: {} bytes, id {:016x}, generation {}, log from offset {}, first record {}",
-        opened.lock_file.path().display(),
-        decoded.file_bytes,
-        decoded.journal_id,
-        decoded.generation,
-        decoded.log_start,
-        decoded.first_seq
-    )?;
-    writeln!(out, "# seq offset time kind details")?;
+    // Every line is made first, so an encoding failure and a write failure stay apart.
+    let mut lines = Vec::with_capacity(decoded.records.len());
     for record in &decoded.records {
         let (at, kind, details) = match &record.record {
             Record::Checkpoint(state) => (
@@ -343,14 +336,39 @@ pub fn render_journal(opened: &OpenedJournal, out: &mut dyn Write) -> anyhow::Re
             Record::Event(event) => (
                 event.at().to_rfc3339(),
                 event.kind().name(),
-                serde_json::to_string(event).context("encoding a record as JSON")?,
+                serde_json::to_string(event).map_err(|source| ReportError::EncodeRecord {
+                    seq: record.seq,
+                    source,
+                })?,
             ),
         };
-        writeln!(
-            out,
+        lines.push(format!(
             "{} {} {at} {kind} {details}",
             record.seq, record.offset
-        )?;
+        ));
+    }
+    write_journal(opened, &decoded, &lines, out).map_err(ReportError::write("journal listing"))
+}
+
+fn write_journal(
+    opened: &OpenedJournal,
+    decoded: &DecodedJournal<State, Event>,
+    lines: &[String],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "# journal {}: {} bytes, id {:016x}, generation {}, log from offset {}, first record {}",
+        opened.lock_file.path().display(),
+        decoded.file_bytes,
+        decoded.journal_id,
+        decoded.generation,
+        decoded.log_start,
+        decoded.first_seq
+    )?;
+    writeln!(out, "# seq offset time kind details")?;
+    for line in lines {
+        writeln!(out, "{line}")?;
     }
     if let Some(stop) = &decoded.stopped {
         let what = match stop.kind {

@@ -8,8 +8,11 @@
 
 pub mod base_backup;
 pub mod directories;
+mod error;
 pub mod lock;
 pub mod log;
 pub mod script;
 pub mod script_guardian;
 pub mod session;
+
+pub use error::SessionError;

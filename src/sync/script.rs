@@ -35,10 +35,11 @@ use crate::os::process_group::{ChildGroup, GroupOptions, StandardOutput, describ
 use crate::sync::log::SyncLog;
 use crate::sync::script_guardian::GUARDIAN_SUBCOMMAND;
 use crate::timestamp::DirectoryName;
+use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::AccessFlags;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,33 +99,66 @@ pub struct ScriptProcess {
     started: Instant,
 }
 
-/// Why the script cannot be run at all, in one line for the journal (S-5.3: a failure like any
-/// other), or `None` when it looks runnable.
-pub fn script_problem(script: &Path) -> Option<String> {
-    let shown = script.display();
+/// Why the script cannot be run at all. Its one line (Display) is what `ScriptFailed`
+/// records (S-5.3: a failure like any other, retried with backoff), so the few causes it names
+/// are part of the message, not a `source` that a chain would print a second time.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptStartError {
+    #[error(
+        "backup script {} is not a regular file: replace it with an executable script",
+        .path.display()
+    )]
+    NotARegularFile { path: PathBuf },
+    #[error(
+        "backup script {} is not executable ({errno}): chmod 700 {}",
+        .path.display(),
+        .path.display()
+    )]
+    NotExecutable { path: PathBuf, errno: Errno },
+    #[error("backup script {} is a symbolic link to a missing file: fix the link", .path.display())]
+    DanglingSymlink { path: PathBuf },
+    #[error(
+        "backup script {} does not exist: create it (pgbak init writes a template), or make it \
+         a symlink to /bin/true for local-only backups",
+        .path.display()
+    )]
+    Missing { path: PathBuf },
+    #[error("backup script {} cannot be examined: {error}", .path.display())]
+    CannotExamine { path: PathBuf, error: io::Error },
+    #[error(
+        "backup directory {} is missing, so the backup script cannot run in it",
+        .directory.display()
+    )]
+    DirectoryMissing { directory: PathBuf },
+    #[error(
+        "backup script {} could not be started: {error}{}",
+        .path.display(),
+        if .error.raw_os_error() == Some(nix::libc::ENOEXEC) {
+            " (does it start with a #! line such as #!/bin/sh?)"
+        } else {
+            ""
+        }
+    )]
+    CannotStart { path: PathBuf, error: io::Error },
+}
+
+/// Why the script cannot be run at all, or `None` when it looks runnable.
+pub fn script_problem(script: &Path) -> Option<ScriptStartError> {
+    let path = script.to_owned();
     match std::fs::metadata(script) {
-        Ok(metadata) if !metadata.is_file() => Some(format!(
-            "backup script {shown} is not a regular file: replace it with an executable script"
-        )),
+        Ok(metadata) if !metadata.is_file() => Some(ScriptStartError::NotARegularFile { path }),
         Ok(_) => match nix::unistd::access(script, AccessFlags::X_OK) {
             Ok(()) => None,
-            Err(errno) => Some(format!(
-                "backup script {shown} is not executable ({errno}): chmod 700 {shown}"
-            )),
+            Err(errno) => Some(ScriptStartError::NotExecutable { path, errno }),
         },
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             if std::fs::symlink_metadata(script).is_ok() {
-                Some(format!(
-                    "backup script {shown} is a symbolic link to a missing file: fix the link"
-                ))
+                Some(ScriptStartError::DanglingSymlink { path })
             } else {
-                Some(format!(
-                    "backup script {shown} does not exist: create it (pgbak init writes a \
-                     template), or make it a symlink to /bin/true for local-only backups"
-                ))
+                Some(ScriptStartError::Missing { path })
             }
         }
-        Err(error) => Some(format!("backup script {shown} cannot be examined: {error}")),
+        Err(error) => Some(ScriptStartError::CannotExamine { path, error }),
     }
 }
 
@@ -141,24 +175,23 @@ pub enum GroupLeader {
 
 impl ScriptProcess {
     /// Starts `$PGBAK/scripts/backup DIRECTORY CURRENT_TIMESTAMP` in `$PGBAK/DIRECTORY` (S-5.1).
-    /// `Err` is the one-line reason it could not start, for `ScriptFailed`.
+    /// `Err` says why it could not start; its one line is what `ScriptFailed` records.
     pub fn start(
         home: &PgbakHome,
         directory: DirectoryName,
         current_timestamp: DirectoryName,
         log: &Arc<SyncLog>,
         leader: GroupLeader,
-    ) -> Result<ScriptProcess, String> {
+    ) -> Result<ScriptProcess, ScriptStartError> {
         let script = home.backup_script_path();
         if let Some(problem) = script_problem(&script) {
             return Err(problem);
         }
         let working_directory = home.directory_path(directory);
         if !working_directory.is_dir() {
-            return Err(format!(
-                "backup directory {} is missing, so the backup script cannot run in it",
-                working_directory.display()
-            ));
+            return Err(ScriptStartError::DirectoryMissing {
+                directory: working_directory,
+            });
         }
         let mut command = match leader {
             GroupLeader::Script => Command::new(&script),
@@ -188,8 +221,11 @@ impl ScriptProcess {
             rules: SCRIPT_OUTPUT,
             sink: Box::new(move |line| log.line(&source, line)),
         };
-        let (group, _) = ChildGroup::spawn(command, options)
-            .map_err(|error| start_failure(script.as_os_str(), &error))?;
+        let (group, _) =
+            ChildGroup::spawn(command, options).map_err(|error| ScriptStartError::CannotStart {
+                path: script.clone(),
+                error,
+            })?;
         Ok(ScriptProcess {
             directory,
             current_timestamp,
@@ -254,19 +290,6 @@ impl ScriptProcess {
         self.group.stop();
         failure_output(&self.group.output_tail(), reason)
     }
-}
-
-/// The one line for a script that could not be started (here, or in the guardian).
-pub fn start_failure(script: &std::ffi::OsStr, error: &io::Error) -> String {
-    let hint = if error.raw_os_error() == Some(nix::libc::ENOEXEC) {
-        " (does it start with a #! line such as #!/bin/sh?)"
-    } else {
-        ""
-    };
-    format!(
-        "backup script {} could not be started: {error}{hint}",
-        script.to_string_lossy()
-    )
 }
 
 #[cfg(test)]
@@ -413,8 +436,9 @@ mod tests {
         let home = home(&scratch);
         std::fs::create_dir(home.directory_path(DIRECTORY)).unwrap();
         let log = Arc::new(SyncLog::open(&home, false));
-        let missing =
-            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap_err();
+        let missing = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script)
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("does not exist"), "{missing}");
         assert!(missing.contains("scripts/backup"), "{missing}");
 
@@ -425,7 +449,9 @@ mod tests {
         )
         .unwrap();
         let not_executable =
-            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap_err();
+            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script)
+                .unwrap_err()
+                .to_string();
         assert!(
             not_executable.contains("is not executable"),
             "{not_executable}"
@@ -445,8 +471,9 @@ mod tests {
 
         std::fs::remove_file(home.backup_script_path()).unwrap();
         std::os::unix::fs::symlink("/nonexistent/pgbak-script", home.backup_script_path()).unwrap();
-        let dangling =
-            ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script).unwrap_err();
+        let dangling = ScriptProcess::start(&home, DIRECTORY, CURRENT, &log, GroupLeader::Script)
+            .unwrap_err()
+            .to_string();
         assert!(
             dangling.contains("symbolic link to a missing file"),
             "{dangling}"

@@ -21,7 +21,7 @@
 //!   its group includes itself.
 
 use crate::os::process_group::STOP_GRACE;
-use crate::sync::script::start_failure;
+use crate::sync::script::ScriptStartError;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgrp};
@@ -67,7 +67,8 @@ pub fn run_guardian(program: &OsStr, args: &[OsString]) -> ! {
     let child = match command.spawn() {
         Ok(child) => Pid::from_raw(child.id() as i32),
         Err(error) => {
-            eprintln!("pgbak: {}", start_failure(program, &error));
+            let path = std::path::PathBuf::from(program);
+            eprintln!("pgbak: {}", ScriptStartError::CannotStart { path, error });
             std::process::exit(CANNOT_EXECUTE);
         }
     };

@@ -81,18 +81,6 @@ pub fn server_unreachable(output: &str) -> bool {
     UNREACHABLE.iter().any(|phrase| output.contains(phrase))
 }
 
-/// An error and its sources, joined with ": " (what `{:#}` prints for an anyhow chain).
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 impl Session<'_> {
     /// S-4.3: `DirectoryOpened` (intent of the `mkdir`), the directory and its `pg_wal/`,
     /// `BaseBackupStarted` (intent of the run), then `pg_basebackup`. Failing to create the
@@ -102,7 +90,7 @@ impl Session<'_> {
         &mut self,
         directory: DirectoryName,
         open_directory: bool,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), crate::sync::SessionError> {
         if open_directory {
             self.record(vec![Event::DirectoryOpened {
                 directory,
@@ -127,7 +115,7 @@ impl Session<'_> {
                     directory,
                     Box::new(move |line: &str| log.line("[pg_basebackup]", line)),
                 )
-                .map_err(|error| error_chain(&error))
+                .map_err(|error| crate::error::one_line(&error))
             }
         };
         match started {

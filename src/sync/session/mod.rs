@@ -59,7 +59,7 @@
 use super::directories;
 use crate::config::Config;
 use crate::home::environment::PgbakHome;
-use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, OpenedJournal};
+use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, JournalFileError, OpenedJournal};
 use crate::journal::JournalError;
 use crate::machine::{
     Action, Event, Policy, State, StopScriptReason, SyncStopReason, next_actions,
@@ -67,11 +67,11 @@ use crate::machine::{
 use crate::os::clock::SessionClock;
 use crate::os::lock::{LockGuard, LockKind, LockRange, Wait};
 use crate::os::signals::StopSignals;
+use crate::sync::SessionError;
 use crate::sync::lock;
 use crate::sync::log::SyncLog;
 use crate::sync::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
 use crate::timestamp::{DirectoryName, UnixMillis};
-use anyhow::Context;
 use base_backup::RunningBase;
 use base_backup::base_backup_outcome;
 use nix::sys::signal::Signal;
@@ -126,8 +126,8 @@ pub fn run_sync(
     home: &PgbakHome,
     config: &Config,
     options: SyncOptions,
-) -> anyhow::Result<SyncEnded> {
-    let signals = StopSignals::install().context("installing the SIGTERM/SIGINT handlers")?;
+) -> Result<SyncEnded, SessionError> {
+    let signals = StopSignals::install().map_err(|source| SessionError::Signals { source })?;
     run_sync_with_signals(home, config, options, &signals)
 }
 
@@ -137,7 +137,7 @@ pub fn run_sync_with_signals(
     config: &Config,
     options: SyncOptions,
     signals: &StopSignals,
-) -> anyhow::Result<SyncEnded> {
+) -> Result<SyncEnded, SessionError> {
     let policy = config.machine_policy();
     let clock = SessionClock::start();
     let mut round_options = options;
@@ -165,8 +165,8 @@ pub fn run_sync_with_signals(
         let journal = match journal_file::open_journal(home, clock.now()) {
             Ok(journal) => journal,
             Err(error) => {
-                log.error(&format!("{error:#}"));
-                return Err(error);
+                log.error(&crate::error::one_line(&error));
+                return Err(error.into());
             }
         };
         let mut session = Session {
@@ -226,7 +226,7 @@ fn refresh_journal(
     journal: &mut OpenedJournal,
     at: UnixMillis,
     log: &SyncLog,
-) -> anyhow::Result<Freshness> {
+) -> Result<Freshness, SessionError> {
     let guard = journal.lock_file.lock(
         LockRange::Journal,
         LockKind::Exclusive,
@@ -251,8 +251,7 @@ fn refresh_journal(
             *journal = journal_file::open_journal(home, at)?;
             Ok(Freshness::Replaced)
         }
-        Err(error) => Err(anyhow::Error::new(error)
-            .context(format!("journal {}", journal.lock_file.path().display()))),
+        Err(error) => Err(JournalFileError::in_journal(journal.lock_file.path())(error).into()),
     }
 }
 
@@ -287,7 +286,7 @@ impl Session<'_> {
         self.journal
     }
 
-    fn run(&mut self) -> anyhow::Result<SyncEnded> {
+    fn run(&mut self) -> Result<SyncEnded, SessionError> {
         match self.run_loop() {
             Ok(ended) => Ok(ended),
             Err(error) => {
@@ -305,13 +304,13 @@ impl Session<'_> {
     /// `$PGBAK/pgbak.lock` in `$PGBAK`. If not, the error ends the session (see
     /// [`Self::stop_after_error`]): its children are stopped, so they never overlap the runs
     /// of a sync that locked the new file.
-    fn check_still_same(&self) -> anyhow::Result<()> {
+    fn check_still_same(&self) -> Result<(), SessionError> {
         self.sync_lock.check_still_same()?;
         self.journal.lock_file.check_still_same()?;
         Ok(())
     }
 
-    fn run_loop(&mut self) -> anyhow::Result<SyncEnded> {
+    fn run_loop(&mut self) -> Result<SyncEnded, SessionError> {
         self.check_still_same()?;
         refresh_journal(self.home, &mut self.journal, self.clock.now(), &self.log)?;
         self.begin()?;
@@ -353,7 +352,7 @@ impl Session<'_> {
     /// Compares `$PGBAK/current` on disk with the journal's idea of it (S-6.4). Someone who
     /// pointed it elsewhere or removed it gets it back: the fact is recorded, and the plan
     /// then switches it to the current directory like after any base backup.
-    fn observe_current_link(&mut self) -> anyhow::Result<()> {
+    fn observe_current_link(&mut self) -> Result<(), SessionError> {
         let Some(recorded) = self.state().current_link else {
             return Ok(()); // not switched yet: the plan switches it anyway
         };
@@ -375,7 +374,7 @@ impl Session<'_> {
     }
 
     /// `SyncAbandoned` for a dead predecessor's session, then `SyncStarted`, in one append.
-    fn begin(&mut self) -> anyhow::Result<()> {
+    fn begin(&mut self) -> Result<(), SessionError> {
         let at = self.now();
         let mut events = Vec::new();
         if let Some(stale) = self.state().sync {
@@ -397,7 +396,7 @@ impl Session<'_> {
     }
 
     /// Another process rebuilt the journal: what we ran is unknown to the new state.
-    fn start_over(&mut self) -> anyhow::Result<()> {
+    fn start_over(&mut self) -> Result<(), SessionError> {
         self.log.note(
             "the journal was rebuilt from the directory tree by another process; stopping \
              running work and starting over from the rebuilt state",
@@ -414,7 +413,7 @@ impl Session<'_> {
     }
 
     /// Records the outcome of every child that ended.
-    fn collect_outcomes(&mut self) -> anyhow::Result<()> {
+    fn collect_outcomes(&mut self) -> Result<(), SessionError> {
         if let Some(script) = self.script.as_mut()
             && let Some(outcome) = script.try_finish()
         {
@@ -447,7 +446,7 @@ impl Session<'_> {
     }
 
     /// Carries out one action; `false` if it is deferred (see [`UNRECORDED_RETRY`]).
-    fn perform(&mut self, action: &Action) -> anyhow::Result<bool> {
+    fn perform(&mut self, action: &Action) -> Result<bool, SessionError> {
         let retry_due = self
             .deferred
             .iter()
@@ -532,7 +531,7 @@ impl Session<'_> {
         directory: DirectoryName,
         current_timestamp: DirectoryName,
         through_version: u64,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SessionError> {
         self.record(vec![Event::ScriptStarted {
             directory,
             current_timestamp,
@@ -548,7 +547,8 @@ impl Session<'_> {
             GroupLeader::Guardian,
         ) {
             Ok(script) => self.script = Some(script),
-            Err(message) => {
+            Err(error) => {
+                let message = error.to_string();
                 self.log.error(&message);
                 self.record(vec![Event::ScriptFailed {
                     directory,
@@ -608,7 +608,7 @@ impl Session<'_> {
     }
 
     /// S-6.1: stop the children, record their failure and `SyncStopped{Interrupted}`.
-    fn interrupt(&mut self, signal: Signal) -> anyhow::Result<SyncEnded> {
+    fn interrupt(&mut self, signal: Signal) -> Result<SyncEnded, SessionError> {
         self.log
             .note(&format!("received {signal}: stopping running work"));
         let mut events = self.stop_children(&format!("interrupted by {signal}"));
@@ -623,8 +623,8 @@ impl Session<'_> {
 
     /// After an error: stop the children and record what still can be (best effort: the
     /// journal may be what failed; then the next sync's `SyncAbandoned` records it).
-    fn stop_after_error(&mut self, error: &anyhow::Error) {
-        let message = format!("{error:#}");
+    fn stop_after_error(&mut self, error: &SessionError) {
+        let message = crate::error::one_line(error);
         self.log.error(&message);
         let mut events = self.stop_children(&format!("stopped: the sync failed: {message}"));
         // Only facts the state still accepts: the error may have come before `SyncStarted`.
@@ -650,13 +650,14 @@ impl Session<'_> {
             && let Err(record_error) = self.record(events)
         {
             self.log.error(&format!(
-                "could not record the stop either: {record_error:#}"
+                "could not record the stop either: {}",
+                crate::error::one_line(&record_error)
             ));
         }
     }
 
     /// Appends facts durably (one append, one fsync), then logs them.
-    fn record(&mut self, events: Vec<Event>) -> anyhow::Result<()> {
+    fn record(&mut self, events: Vec<Event>) -> Result<(), SessionError> {
         self.journal.append(&events, self.now())?;
         for event in &events {
             self.log.event(event);
