@@ -51,7 +51,7 @@ pub struct State {
 
 /// How many [`LostDirectory`] records the state keeps: enough to explain what happened, small
 /// enough to keep checkpoints small whatever an operator does.
-pub const LOST_DIRECTORIES_KEPT: usize = 16;
+pub(super) const LOST_DIRECTORIES_KEPT: usize = 16;
 
 /// The lowest and the highest timeline among the files recorded in a directory. The lowest is
 /// the timeline its base backup started on (the first WAL a base backup needs is archived

@@ -14,7 +14,7 @@ use crate::journal::StopKind;
 use crate::machine::{Event, State};
 use std::io::Write;
 
-pub fn human_bytes(bytes: u64) -> String {
+pub(super) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

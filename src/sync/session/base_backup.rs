@@ -70,7 +70,7 @@ pub(super) fn base_backup_outcome(
 /// A server that answered and refused (authentication, `max_wal_senders`) is a real failure
 /// the sync keeps retrying; only an absent server lets it leave the retry to the next `wal`
 /// (S-6.6).
-pub fn server_unreachable(output: &str) -> bool {
+pub(super) fn server_unreachable(output: &str) -> bool {
     const UNREACHABLE: [&str; 5] = [
         "Is the server running",
         "could not connect to server",
