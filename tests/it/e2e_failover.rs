@@ -10,9 +10,7 @@
 //! first (the configured `pg_basebackup` is a gate that fails until the test opens it); once it
 //! has finished, the new current directory restores with the seed's recipe, every row again.
 
-mod e2e;
-
-use e2e::Cluster;
+use crate::harness::{self, Cluster};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -80,7 +78,7 @@ fn after_a_failover_the_spanning_directory_restores_by_archive_recovery_and_the_
             "#!/bin/sh\n[ -e {} ] || {{ echo 'base backups held by the test' >&2; exit 1; }}\n\
              exec {}/pg_basebackup \"$@\"\n",
             allowed.display(),
-            e2e::BIN
+            harness::BIN
         ),
     )
     .unwrap();
@@ -183,11 +181,11 @@ fn after_a_failover_the_spanning_directory_restores_by_archive_recovery_and_the_
 
     // (a) The spanning directory, restored by archive recovery: every row.
     let spanning = primary.pgbak.join(&first);
-    let restored = e2e::restore_by_archive_recovery_and_query(
+    let restored = harness::restore_by_archive_recovery_and_query(
         &spanning,
         &primary.root.join("restore-spanning"),
         &primary.socket,
-        e2e::next_port(),
+        harness::next_port(),
         "select count(*) from t",
     );
     assert_eq!(
@@ -219,11 +217,11 @@ fn after_a_failover_the_spanning_directory_restores_by_archive_recovery_and_the_
 
     // (b) The new current directory, restored with the seed's recipe: every row.
     standby.stop();
-    let restored = e2e::restore_and_query(
+    let restored = harness::restore_and_query(
         &primary.pgbak.join(&second),
         &primary.root.join("restore-new-base"),
         &primary.socket,
-        e2e::next_port(),
+        harness::next_port(),
         "select count(*) from t",
     );
     assert_eq!(

@@ -18,10 +18,12 @@ use pgbak::sync::lock;
 use pgbak::timestamp::DirectoryName;
 use pgbak::wal_name::WalFileName;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::util::{executable, has_ended as process_is_dead, unique_temp_path};
 
 /// Only so a bug cannot hang the test run; never a statement about speed.
 const GENEROUS: Duration = Duration::from_secs(180);
@@ -42,7 +44,7 @@ impl Fixture {
 
     /// `extra_config` is appended to `config.toml` (after the `[pg_basebackup]` section).
     fn with_config(name: &str, extra_config: &str) -> Fixture {
-        let root = std::env::temp_dir().join(format!("pgbak-sync-{name}-{}", std::process::id()));
+        let root = unique_temp_path(&format!("sync-{name}"));
         let _ = fs::remove_dir_all(&root);
         let private = |path: &Path| {
             fs::DirBuilder::new().mode(0o700).create(path).unwrap();
@@ -89,8 +91,7 @@ impl Fixture {
     }
 
     fn executable(&self, path: &Path, body: &str) -> PathBuf {
-        fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
+        executable(path, body);
         path.to_path_buf()
     }
 
@@ -328,17 +329,6 @@ struct ScriptRun {
     directory: String,
     current_timestamp: String,
     pgbak: PathBuf,
-}
-
-/// Whether the process is gone (or a zombie nobody reaped yet: dead all the same).
-fn process_is_dead(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 fn exit_code(output: &Output) -> Option<i32> {

@@ -20,9 +20,7 @@
 //!
 //! Servers and pgbak run as the `postgres` OS user; the test kills the sync as root.
 
-mod e2e;
-
-use e2e::Cluster;
+use crate::harness::{self, Cluster};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs;
@@ -373,7 +371,7 @@ fn kill_9_of_the_sync_during_pg_basebackup_then_the_next_wal_resumes_and_the_res
     cluster.stop();
 
     let socket = cluster.socket.clone();
-    let restored = e2e::restore_and_query(
+    let restored = harness::restore_and_query(
         &cluster.pgbak.join(&current),
         &cluster.root.join("restore"),
         &socket,
@@ -506,7 +504,7 @@ fn kill_9_of_the_sync_during_the_backup_script_then_the_script_reruns_and_the_of
     let expected = cluster.sql(exact);
     cluster.stop();
     let socket = cluster.socket.clone();
-    let restored = e2e::restore_and_query(
+    let restored = harness::restore_and_query(
         &offsite.join(format!("pg-{current}")),
         &cluster.root.join("restore-offsite"),
         &socket,
@@ -689,7 +687,7 @@ fn every_fail_point_against_the_real_server_then_wait_exits_0_and_the_restore_is
     cluster.stop();
 
     let socket = cluster.socket.clone();
-    let restored = e2e::restore_and_query(
+    let restored = harness::restore_and_query(
         &cluster.pgbak.join(&current),
         &cluster.root.join("restore"),
         &socket,

@@ -7,28 +7,19 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::{PGBAK_BINARY, Scratch, has_ended as is_gone};
+
 /// Only so a bug cannot hang the test run; never a statement about speed.
 const GENEROUS: Duration = Duration::from_secs(60);
 
 fn guardian(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgbak"));
+    let mut command = Command::new(PGBAK_BINARY);
     command
         .arg("__script-guardian")
         .args(args)
         .stdin(Stdio::null())
         .env_remove("PGBAK");
     command
-}
-
-fn is_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // A zombie waiting for a parent (or a PID 1) to reap it has ended.
-        Ok(stat) => stat
-            .rsplit(") ")
-            .next()
-            .is_some_and(|rest| rest.starts_with('Z')),
-    }
 }
 
 #[test]
@@ -75,9 +66,7 @@ fn a_program_that_cannot_start_is_one_line_and_exit_126() {
 
 #[test]
 fn sigterm_stops_the_whole_group_including_children_started_without_exec() {
-    let scratch = std::env::temp_dir().join(format!("pgbak-guardian-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).unwrap();
+    let scratch = Scratch::new("guardian");
     let pid_file = scratch.join("sleeper.pid");
     // A naive script: a background child, no trap, waits.
     let script = format!("sleep 300 & echo $! > {}; wait", pid_file.display());
@@ -118,5 +107,4 @@ fn sigterm_stops_the_whole_group_including_children_started_without_exec() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = std::fs::remove_dir_all(&scratch);
 }

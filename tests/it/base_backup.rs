@@ -15,8 +15,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -24,10 +23,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-/// Writing an executable while another test thread forks lets the child inherit the write
-/// descriptor, and exec of the script then fails with ETXTBSY. Writers take this lock
-/// exclusively, everything that spawns a process takes it shared.
-static SPAWN_LOCK: RwLock<()> = RwLock::new(());
+use crate::util::{SPAWN_LOCK, Scratch, in_own_process, write_script};
 
 /// A safety net against a hung test, not a timing assertion.
 const HANG_GUARD: Duration = Duration::from_secs(300);
@@ -36,23 +32,24 @@ const HANG_GUARD: Duration = Duration::from_secs(300);
 const DIRECTORY: DirectoryName = DirectoryName(1_795_534_987);
 const OTHER_DIRECTORY: DirectoryName = DirectoryName(1_795_700_000);
 
-/// A fresh directory under /tmp (0700, like `$PGBAK`), removed on drop.
-struct Scratch(PathBuf);
+/// A fresh directory under /tmp with `pgbak/` (0700, like `$PGBAK`) in it, removed on drop.
+fn new_scratch(label: &str) -> Scratch {
+    let scratch = Scratch::new(&format!("base-backup-{label}"));
+    fs::create_dir_all(scratch.pgbak()).unwrap();
+    fs::set_permissions(scratch.pgbak(), fs::Permissions::from_mode(0o700)).unwrap();
+    scratch
+}
 
-impl Scratch {
-    fn new(label: &str) -> Scratch {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "pgbak-base-backup-{label}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(path.join("pgbak")).unwrap();
-        fs::set_permissions(path.join("pgbak"), fs::Permissions::from_mode(0o700)).unwrap();
-        Scratch(path)
-    }
+/// What these tests need of their scratch directory.
+trait BaseBackupScratch {
+    fn pgbak(&self) -> PathBuf;
+    fn home(&self) -> PgbakHome;
+    fn directory(&self) -> PathBuf;
+    fn fake(&self, name: &str, body: &str) -> PathBuf;
+    fn config(&self, program: &Path) -> Config;
+}
 
+impl BaseBackupScratch for Scratch {
     fn pgbak(&self) -> PathBuf {
         self.0.join("pgbak")
     }
@@ -71,13 +68,8 @@ impl Scratch {
     /// Writes an executable shell script; `@SCRATCH@` in the body becomes the scratch path.
     fn fake(&self, name: &str, body: &str) -> PathBuf {
         let path = self.0.join(name);
-        let text = format!(
-            "#!/bin/sh\n{}",
-            body.replace("@SCRATCH@", &self.0.display().to_string())
-        );
-        let _exclusive = SPAWN_LOCK.write().unwrap();
-        fs::write(&path, text).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        let body = body.replace("@SCRATCH@", &self.0.display().to_string());
+        write_script(&path, &body, 0o755);
         path
     }
 
@@ -86,12 +78,6 @@ impl Scratch {
         let mut config = Config::default();
         config.pg_basebackup.path = program.display().to_string();
         config
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -219,7 +205,7 @@ fn assert_base_reproduces(scratch: &Scratch, source: &Path, size: u64) {
 
 #[test]
 fn a_successful_run_passes_the_exact_command_line_and_stores_a_tarball_gnu_tar_extracts() {
-    let scratch = Scratch::new("success");
+    let scratch = new_scratch("success");
     let source = scratch.0.join("source");
     make_source_tree(&source);
     let program = scratch.fake(
@@ -276,7 +262,7 @@ fn a_successful_run_passes_the_exact_command_line_and_stores_a_tarball_gnu_tar_e
 
 #[test]
 fn without_connection_settings_only_the_fixed_options_are_passed() {
-    let scratch = Scratch::new("defaults");
+    let scratch = new_scratch("defaults");
     let source = scratch.0.join("source");
     make_source_tree(&source);
     let program = scratch.fake(
@@ -296,7 +282,7 @@ fn without_connection_settings_only_the_fixed_options_are_passed() {
 
 #[test]
 fn a_failed_connection_reports_its_stderr_and_leaves_no_file() {
-    let scratch = Scratch::new("failure");
+    let scratch = new_scratch("failure");
     let program = scratch.fake(
         "pg_basebackup",
         "echo 'pg_basebackup: error: connection to server failed' >&2\nexit 1\n",
@@ -317,7 +303,7 @@ fn a_failed_connection_reports_its_stderr_and_leaves_no_file() {
 
 #[test]
 fn a_failure_after_partial_output_leaves_no_file_behind() {
-    let scratch = Scratch::new("partial");
+    let scratch = new_scratch("partial");
     let program = scratch.fake(
         "pg_basebackup",
         "head -c 32000000 /dev/urandom\n\
@@ -333,7 +319,7 @@ fn a_failure_after_partial_output_leaves_no_file_behind() {
 
 #[test]
 fn extra_tablespaces_get_a_line_naming_the_limitation() {
-    let scratch = Scratch::new("tablespace");
+    let scratch = new_scratch("tablespace");
     let program = scratch.fake(
         "pg_basebackup",
         "echo 'pg_basebackup: error: can only write single tablespace to stdout, database has 2' >&2\n\
@@ -365,7 +351,7 @@ fn exit_zero_without_a_complete_tar_stream_is_a_failure() {
             "do not end like a tar archive",
         ),
     ] {
-        let scratch = Scratch::new(label);
+        let scratch = new_scratch(label);
         let program = scratch.fake("pg_basebackup", body);
         let mut backup = start(&scratch, &scratch.config(&program));
         let message = outcome(&mut backup).unwrap_err();
@@ -376,7 +362,7 @@ fn exit_zero_without_a_complete_tar_stream_is_a_failure() {
 
 #[test]
 fn a_program_killed_by_a_signal_is_reported_as_such() {
-    let scratch = Scratch::new("signal");
+    let scratch = new_scratch("signal");
     let program = scratch.fake("pg_basebackup", "kill -KILL $$\n");
     let mut backup = start(&scratch, &scratch.config(&program));
     let message = outcome(&mut backup).unwrap_err();
@@ -405,7 +391,9 @@ fn read_pid(path: &Path) -> Pid {
     Pid::from_raw(fs::read_to_string(path).unwrap().trim().parse().unwrap())
 }
 
-/// Starts `body`, waits until it printed `ready` on stderr, stops it; returns the tail.
+/// Starts `body`, waits until it printed `ready` on stderr, stops it; returns the tail. Makes the
+/// process a child subreaper (for [`assert_gone`]): only in a test process of its own
+/// ([`in_own_process`]), so the other tests' orphans are not reparented to it.
 fn stop_when_ready(scratch: &Scratch, body: &str) -> String {
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let program = scratch.fake("pg_basebackup", body);
@@ -430,7 +418,10 @@ fn stop_when_ready(scratch: &Scratch, body: &str) -> String {
 
 #[test]
 fn stop_kills_the_whole_process_group_and_returns_the_tail() {
-    let scratch = Scratch::new("stop");
+    if !in_own_process("base_backup::stop_kills_the_whole_process_group_and_returns_the_tail") {
+        return;
+    }
+    let scratch = new_scratch("stop");
     let tail = stop_when_ready(
         &scratch,
         "sleep 1000 &\n\
@@ -447,7 +438,10 @@ fn stop_kills_the_whole_process_group_and_returns_the_tail() {
 
 #[test]
 fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
-    let scratch = Scratch::new("stubborn");
+    if !in_own_process("base_backup::stop_escalates_to_sigkill_when_sigterm_is_ignored") {
+        return;
+    }
+    let scratch = new_scratch("stubborn");
     // `trap '' TERM` is inherited by the `sleep` children: nobody in the group dies of SIGTERM.
     let tail = stop_when_ready(
         &scratch,
@@ -465,7 +459,7 @@ fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
 
 #[test]
 fn a_missing_program_is_a_start_error_naming_it_and_the_config_key() {
-    let scratch = Scratch::new("missing");
+    let scratch = new_scratch("missing");
     let absent = scratch.0.join("no-such-pg_basebackup");
     let error = start_error(&scratch, &scratch.config(&absent));
     assert!(
@@ -493,7 +487,7 @@ fn a_missing_program_is_a_start_error_naming_it_and_the_config_key() {
 
 #[test]
 fn a_program_without_execute_permission_is_a_start_error() {
-    let scratch = Scratch::new("not-executable");
+    let scratch = new_scratch("not-executable");
     let program = scratch.fake("pg_basebackup", "exit 0\n");
     fs::set_permissions(&program, fs::Permissions::from_mode(0o644)).unwrap();
     let error = start_error(&scratch, &scratch.config(&program));
@@ -506,7 +500,7 @@ fn a_program_without_execute_permission_is_a_start_error() {
 
 #[test]
 fn an_existing_base_tzst_is_never_overwritten() {
-    let scratch = Scratch::new("existing");
+    let scratch = new_scratch("existing");
     fs::create_dir(scratch.directory()).unwrap();
     fs::write(scratch.directory().join("base.tzst"), b"finished earlier").unwrap();
     let program = scratch.fake("pg_basebackup", "exit 0\n");
@@ -533,7 +527,7 @@ impl Drop for Mount {
 
 #[test]
 fn a_full_file_system_is_reported_and_leaves_no_file() {
-    let scratch = Scratch::new("enospc");
+    let scratch = new_scratch("enospc");
     let mounted = {
         let _shared = SPAWN_LOCK.read().unwrap();
         Command::new("mount")
@@ -559,7 +553,7 @@ fn a_full_file_system_is_reported_and_leaves_no_file() {
 
 #[test]
 fn the_current_link_is_created_then_repointed_atomically_and_idempotently() {
-    let scratch = Scratch::new("current");
+    let scratch = new_scratch("current");
     let home = scratch.home();
     let current = home.current_link_path();
     fs::create_dir(home.directory_path(DIRECTORY)).unwrap();
@@ -593,7 +587,7 @@ fn the_current_link_is_created_then_repointed_atomically_and_idempotently() {
 
 #[test]
 fn a_failed_directory_is_removed_idempotently_but_never_the_current_one() {
-    let scratch = Scratch::new("remove");
+    let scratch = new_scratch("remove");
     let home = scratch.home();
     let failed = home.directory_path(DIRECTORY);
     fs::create_dir_all(failed.join("pg_wal")).unwrap();

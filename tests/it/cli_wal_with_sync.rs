@@ -4,40 +4,25 @@
 //! the running sync has shipped everything.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-struct Scratch(PathBuf);
+use crate::util::{Scratch, executable, pgbak_command as pgbak};
 
-impl Drop for Scratch {
+/// The scratch directory, removed on drop once a sync still running there has finished.
+struct WaitThenRemove(Scratch);
+
+impl Drop for WaitThenRemove {
     fn drop(&mut self) {
-        // Let a sync still running finish before removing its directory.
-        let _ = Command::new(env!("CARGO_BIN_EXE_pgbak"))
-            .args(["wait", "30"])
-            .env("PGBAK", self.0.join("pgbak"))
-            .output();
-        let _ = fs::remove_dir_all(&self.0);
+        let _ = pgbak(&self.0.join("pgbak")).args(["wait", "30"]).output();
     }
-}
-
-fn executable(path: &Path, body: &str) {
-    fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
-}
-
-fn pgbak(home: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgbak"));
-    command.env("PGBAK", home).stdin(Stdio::null());
-    command
 }
 
 #[test]
 fn eight_concurrent_wal_calls_while_a_sync_runs_start_no_second_sync() {
-    let root = std::env::temp_dir().join(format!("pgbak-wal-sync-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&root);
+    let scratch = WaitThenRemove(Scratch::new("wal-sync"));
+    let root = scratch.0.0.clone();
     fs::create_dir_all(root.join("data")).unwrap();
-    let scratch = Scratch(root.clone());
     fs::write(root.join("data/PG_VERSION"), "15\n").unwrap();
     let home = root.join("pgbak");
     fs::create_dir_all(home.join("scripts")).unwrap();

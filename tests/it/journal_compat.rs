@@ -6,7 +6,7 @@
 //! a reordered or removed variant would make old journals mean something else.
 //!
 //! To regenerate the fixture (only when the format version changes on purpose):
-//! `PGBAK_WRITE_JOURNAL_FIXTURE=1 cargo test --release --test journal_compat write_the_fixture`.
+//! `PGBAK_WRITE_JOURNAL_FIXTURE=1 cargo test --release --test it journal_compat::write_the_fixture`.
 //! Without that variable the writer does nothing: `.ci/run` runs ignored tests too, and must
 //! never overwrite the file it checks.
 
@@ -71,7 +71,7 @@ fn recorded_history() -> Vec<Event> {
 }
 
 fn scratch_copy(label: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("pgbak-{label}-{}", std::process::id()));
+    let path = crate::util::unique_temp_path(label);
     fs::copy(FIXTURE, &path).expect("the fixture is checked in");
     path
 }

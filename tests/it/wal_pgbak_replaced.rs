@@ -12,21 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::Scratch;
+
 /// Only so a bug cannot hang the test run.
 const GENEROUS: Duration = Duration::from_secs(60);
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn scratch(label: &str) -> Scratch {
-    let path =
-        std::env::temp_dir().join(format!("pgbak-wal-replaced-{label}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&path);
+    let scratch = Scratch::new(&format!("wal-replaced-{label}"));
+    let path = &scratch.0;
     fs::create_dir_all(path.join("pgbak")).unwrap();
     fs::create_dir_all(path.join("source")).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -37,7 +30,7 @@ fn scratch(label: &str) -> Scratch {
         "[sync]\nautostart = false\n",
     )
     .unwrap();
-    Scratch(path)
+    scratch
 }
 
 /// 16 MiB of WAL-like bytes (a power-of-two size, S-2.1).

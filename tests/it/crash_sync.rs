@@ -8,43 +8,17 @@
 #![cfg(feature = "failpoints")]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn pgbak(home: &Path, fail_point: Option<&str>, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgbak"));
-    command
-        .args(args)
-        .env("PGBAK", home)
-        .env_remove("PGBAK_FAILPOINT")
-        .stdin(Stdio::null());
-    if let Some(point) = fail_point {
-        command.env("PGBAK_FAILPOINT", point);
-    }
-    command.output().unwrap()
-}
-
-fn executable(path: &Path, body: &str) {
-    fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).unwrap();
-}
+use crate::util::{Scratch, executable, pgbak_failing_at as pgbak};
 
 /// A `$PGBAK` with a stand-in `pg_basebackup` (a tar of a small tree), a backup script that
 /// succeeds, no autostart, and one archived segment.
 fn world(label: &str) -> (Scratch, PathBuf, PathBuf) {
-    let root =
-        std::env::temp_dir().join(format!("pgbak-crash-sync-{label}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&root);
+    let scratch = Scratch::new(&format!("crash-sync-{label}"));
+    let root = scratch.0.clone();
     fs::create_dir_all(root.join("data")).unwrap();
     fs::write(root.join("data/PG_VERSION"), "15\n").unwrap();
     let home = root.join("pgbak");
@@ -76,7 +50,7 @@ fn world(label: &str) -> (Scratch, PathBuf, PathBuf) {
         "{}",
         String::from_utf8_lossy(&archived.stderr)
     );
-    (Scratch(root), home, segment)
+    (scratch, home, segment)
 }
 
 fn journal(home: &Path) -> String {

@@ -3,7 +3,7 @@
 
 use pgbak::config::documented_keys;
 
-const README: &str = include_str!("../README.md");
+const README: &str = include_str!("../../README.md");
 
 #[test]
 fn readme_documents_every_config_key_with_its_default() {
@@ -43,8 +43,8 @@ fn readme_documents_every_command_and_problem_code() {
     }
     // Problems are raised where the report's parts are collected and analysed.
     let sources = [
-        include_str!("../src/report/collect.rs"),
-        include_str!("../src/report/analyse.rs"),
+        include_str!("../../src/report/collect.rs"),
+        include_str!("../../src/report/analyse.rs"),
     ];
     let codes: Vec<&str> = sources
         .iter()

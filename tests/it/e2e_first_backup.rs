@@ -4,9 +4,7 @@
 //! and a restore with exactly the seed's recipe from `current` and from the offsite copy the
 //! script made, compared with the source (row count and a checksum).
 
-mod e2e;
-
-use e2e::Cluster;
+use crate::harness::{self, Cluster};
 use std::fs;
 
 #[test]
@@ -73,7 +71,7 @@ fn first_backup_flow_then_restore_from_current_and_offsite_equals_the_source() {
 
     // Restore from `current`, and from the offsite copy alone.
     let socket = cluster.socket.clone();
-    let restored = e2e::restore_and_query(
+    let restored = harness::restore_and_query(
         &cluster.pgbak.join(&current),
         &cluster.root.join("restore-local"),
         &socket,
@@ -81,7 +79,7 @@ fn first_backup_flow_then_restore_from_current_and_offsite_equals_the_source() {
         checksum,
     );
     assert_eq!(restored, expected, "restore from {current}");
-    let restored = e2e::restore_and_query(
+    let restored = harness::restore_and_query(
         &offsite.join(format!("pg-{current}")),
         &cluster.root.join("restore-offsite"),
         &socket,

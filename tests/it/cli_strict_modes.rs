@@ -7,9 +7,7 @@
 //! The tests run as root in CI (the seed's `chown` cases need it) and as any user elsewhere:
 //! `$PGBAK` always belongs to the user running the test, and the messages are built from that.
 
-mod scratch_pgbak;
-
-use scratch_pgbak::{Pgbak, write_private};
+use crate::util::{Pgbak, write_private};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 

@@ -15,9 +15,7 @@
 //!    segment is stored once as new (not as a duplicate of a leftover), `wait` exits 0 and a
 //!    restore from `current` includes the rows written while the disk was full.
 
-mod e2e;
-
-use e2e::Cluster;
+use crate::harness::{self, Cluster};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -112,7 +110,7 @@ fn a_crash_under_load_and_a_resent_segment_store_each_segment_once_and_restore_e
     let ready = status_dir.join(format!("{resent}.ready"));
     assert!(done.is_file(), "{} is missing", done.display());
     assert!(cluster.data.join("pg_wal").join(&resent).is_file());
-    e2e::run_ok(e2e::as_server_user("mv").arg(&done).arg(&ready));
+    harness::run_ok(harness::as_server_user("mv").arg(&done).arg(&ready));
     let log_before = cluster.server_log().len();
     cluster.start();
     poll_until(120, "PostgreSQL archives the re-sent segment again", || {
@@ -200,7 +198,7 @@ fn a_crash_under_load_and_a_resent_segment_store_each_segment_once_and_restore_e
         );
     }
 
-    let restored = e2e::restore_and_query(
+    let restored = harness::restore_and_query(
         &cluster.pgbak.join(&current),
         &cluster.root.join("restore"),
         &cluster.socket,
@@ -212,7 +210,7 @@ fn a_crash_under_load_and_a_resent_segment_store_each_segment_once_and_restore_e
 
 #[test]
 fn a_full_pgbak_fails_archiving_loudly_keeps_the_wal_and_catches_up_once_space_is_freed() {
-    // As in tests/cli_wal.rs, the disk-full case needs a real full file system: a tmpfs, which
+    // As in tests/it/cli_wal.rs, the disk-full case needs a real full file system: a tmpfs, which
     // only root can mount. CI runs as root; anywhere else this must not pass silently.
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -377,7 +375,7 @@ fn a_full_pgbak_fails_archiving_loudly_keeps_the_wal_and_catches_up_once_space_i
         assert!(current_names.contains(&format!("{segment}.zst")));
     }
 
-    let restored = e2e::restore_and_query(
+    let restored = harness::restore_and_query(
         &cluster.pgbak.join(&current),
         &cluster.root.join("restore"),
         &cluster.socket,
@@ -403,7 +401,7 @@ impl OnTmpfs {
     fn mount(cluster: Cluster, size: &str) -> OnTmpfs {
         let mount_point = cluster.pgbak.clone();
         let aside = cluster.root.join("pgbak-as-initialized");
-        e2e::run_ok(Command::new("cp").arg("-a").arg(&mount_point).arg(&aside));
+        harness::run_ok(Command::new("cp").arg("-a").arg(&mount_point).arg(&aside));
         let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
             .arg(format!("size={size},mode=0700"))
@@ -422,13 +420,13 @@ impl OnTmpfs {
             cluster,
             mount_point,
         };
-        e2e::run_ok(
+        harness::run_ok(
             Command::new("cp")
                 .arg("-a")
                 .arg(aside.join("."))
                 .arg(&full.mount_point),
         );
-        e2e::run_ok(
+        harness::run_ok(
             Command::new("chown")
                 .args(["-R", "postgres:"])
                 .arg(&full.mount_point),
@@ -443,7 +441,7 @@ impl Drop for OnTmpfs {
             // The cluster's own drop dumps too, but only after $PGBAK is unmounted.
             self.cluster.dump_diagnostics();
         }
-        let _ = e2e::as_server_user(&format!("{}/pg_ctl", e2e::BIN))
+        let _ = harness::as_server_user(&format!("{}/pg_ctl", harness::BIN))
             .arg("-D")
             .arg(&self.cluster.data)
             .args(["-m", "immediate", "-w", "stop"])
@@ -471,7 +469,7 @@ fn keep_all_wal(cluster: &Cluster) {
 /// `pgbench ARGS` in a thread, as the server user; its output whatever its exit status (the
 /// harness's `pgbench` panics on failure, and this one is meant to be cut off by a crash).
 fn pgbench_in_background(cluster: &Cluster, args: &[&str]) -> std::thread::JoinHandle<Output> {
-    let mut command = e2e::as_server_user(&format!("{}/pgbench", e2e::BIN));
+    let mut command = harness::as_server_user(&format!("{}/pgbench", harness::BIN));
     command
         .arg("-h")
         .arg(&cluster.socket)
@@ -648,7 +646,7 @@ fn assert_store_is_clean(cluster: &Cluster) -> Vec<(String, Vec<String>)> {
             wal.display()
         );
         assert!(!names.is_empty(), "{} is empty", wal.display());
-        let test = e2e::run_ok(
+        let test = harness::run_ok(
             Command::new("zstd")
                 .args(["-t", "-q"])
                 .args(names.iter().map(|name| wal.join(name))),
@@ -693,7 +691,7 @@ fn assert_equal_to_server_segments(cluster: &Cluster, directory: &str, names: &[
         };
         let source = fs::read(cluster.data.join("pg_wal").join(segment))
             .unwrap_or_else(|error| panic!("the server's {segment}: {error}"));
-        let stored = e2e::run_ok(
+        let stored = harness::run_ok(
             Command::new("zstd")
                 .args(["-d", "-c", "-q"])
                 .arg(cluster.pgbak.join(directory).join("pg_wal").join(name)),

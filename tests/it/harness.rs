@@ -8,25 +8,51 @@
 //! unprivileged `postgres` OS user (`runuser`), in directories that user owns. Servers are
 //! stopped (immediate mode) when the `Cluster` is dropped, also when a test fails or panics.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// Ports for this run's servers: from a base derived from the pid, so parallel test binaries
-/// rarely collide; `pg_ctl start` fails loudly if one does.
+/// How many ports one test process may take: every cluster and restored server of all the
+/// end-to-end tests, which share the process.
+const PORTS_PER_PROCESS: u16 = 20;
+
+/// Ports for this run's servers: from a base derived from the pid, so test processes running
+/// at once on the machine rarely collide; `pg_ctl start` fails loudly if one does. Within the
+/// process they never repeat.
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 pub fn next_port() -> u16 {
-    let base = 40_000 + (std::process::id() % 1_000) as u16 * 10;
+    let base = 20_000 + (std::process::id() % 2_000) as u16 * PORTS_PER_PROCESS;
     let _ = NEXT_PORT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
-    NEXT_PORT.fetch_add(1, Ordering::SeqCst)
+    let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+    assert!(
+        port < base + PORTS_PER_PROCESS,
+        "more than {PORTS_PER_PROCESS} PostgreSQL ports in one test process: raise PORTS_PER_PROCESS"
+    );
+    port
+}
+
+/// A cluster's private directory: `/tmp/pgbak-e2e-LABEL-PID`.
+pub fn root_for(label: &str) -> PathBuf {
+    PathBuf::from(format!("/tmp/pgbak-e2e-{label}-{}", std::process::id()))
+}
+
+/// [`root_for`] `label`, which no other cluster of this process may use: all tests share the
+/// process, so two tests with one label would share (and remove) one directory.
+fn claim_root(label: &str) -> PathBuf {
+    static CLAIMED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let fresh = CLAIMED.lock().unwrap().insert(label.to_owned());
+    assert!(
+        fresh,
+        "the cluster label {label:?} is used twice in this test process"
+    );
+    root_for(label)
 }
 
 fn running_as_root() -> bool {
@@ -67,7 +93,7 @@ pub fn run_ok(command: &mut Command) -> Output {
     output
 }
 
-/// Templates live as long as their test binary, which has no hook at exit: each run removes
+/// Templates live as long as their test process, which has no hook at exit: each run removes
 /// those whose process is gone.
 fn remove_templates_of_finished_runs() {
     let Ok(entries) = fs::read_dir("/tmp") else {
@@ -85,7 +111,7 @@ fn remove_templates_of_finished_runs() {
     }
 }
 
-/// The template data directory, made once per test binary.
+/// The template data directory, made once per test process.
 fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
@@ -128,14 +154,17 @@ impl Cluster {
     /// A fresh cluster archiving with pgbak into `root/pgbak` (created with `pgbak init`), with
     /// `config` as `config.toml` and `script` as the body of `scripts/backup`.
     pub fn new(label: &str, config: &str, script: &str) -> Cluster {
-        let root = PathBuf::from(format!("/tmp/pgbak-e2e-{label}-{}", std::process::id()));
+        let root = claim_root(label);
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("bin")).unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
         // A copy of the binary the server user can execute wherever the checkout lives.
         let binary = root.join("bin/pgbak");
-        fs::copy(env!("CARGO_BIN_EXE_pgbak"), &binary).unwrap();
-        fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+        {
+            let _exclusive = crate::util::SPAWN_LOCK.write().unwrap();
+            fs::copy(crate::util::PGBAK_BINARY, &binary).unwrap();
+            fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let data = root.join("data");
         let socket = root.join("socket");
         let pgbak = root.join("pgbak");
@@ -179,8 +208,7 @@ impl Cluster {
             .unwrap();
         fs::write(cluster.pgbak.join("config.toml"), config).unwrap();
         let script_path = cluster.pgbak.join("scripts/backup");
-        fs::write(&script_path, format!("#!/bin/sh\n{script}")).unwrap();
-        fs::set_permissions(&script_path, fs::Permissions::from_mode(0o700)).unwrap();
+        crate::util::executable(&script_path, script);
         chown_to_server_user(&cluster.root);
         cluster
     }
@@ -192,7 +220,7 @@ impl Cluster {
     /// environment, so once promoted, the sync its archiving starts takes base backups from it.
     /// (A standby does not archive until it is promoted: `archive_mode = on`, not `always`.)
     pub fn standby_of(primary: &Cluster, label: &str) -> Cluster {
-        let root = PathBuf::from(format!("/tmp/pgbak-e2e-{label}-{}", std::process::id()));
+        let root = claim_root(label);
         let _ = fs::remove_dir_all(&root);
         let socket = root.join("socket");
         fs::create_dir_all(&socket).unwrap();

@@ -9,9 +9,7 @@
 //! below builds exactly that order with an `archive_command` that holds chosen files, instead of
 //! waiting for the race, and the helper must still see its segment archived.
 
-mod e2e;
-
-use e2e::Cluster;
+use crate::harness::{self, Cluster};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -38,7 +36,7 @@ struct Session {
 
 impl Session {
     fn open(cluster: &Cluster) -> Session {
-        let psql = e2e::as_server_user(&format!("{}/psql", e2e::BIN))
+        let psql = harness::as_server_user(&format!("{}/psql", harness::BIN))
             .arg("-h")
             .arg(&cluster.socket)
             .args([
@@ -107,7 +105,7 @@ fn a_backup_history_file_of_an_earlier_segment_archived_last_does_not_hide_the_s
         .unwrap();
     writeln!(conf, "archive_command = '{} %p %f'", wrapper.display()).unwrap();
     drop(conf);
-    e2e::run_ok(
+    harness::run_ok(
         std::process::Command::new("chown")
             .args(["-R", "postgres:"])
             .arg(&cluster.root),

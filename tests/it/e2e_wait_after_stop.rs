@@ -3,9 +3,7 @@
 //! status while the backup script keeps failing and is retried, and 0 once the script succeeds
 //! and everything archived has been shipped (S-6.3).
 
-mod e2e;
-
-use e2e::Cluster;
+use crate::harness::Cluster;
 use std::fs;
 
 #[test]

@@ -6,34 +6,13 @@
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::util::{Scratch, pgbak_failing_at as pgbak};
 
 fn scratch(label: &str) -> Scratch {
-    let path = std::env::temp_dir().join(format!("pgbak-crash-wal-{label}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&path);
-    fs::create_dir_all(&path).unwrap();
-    Scratch(path)
-}
-
-fn pgbak(pgbak_dir: &Path, fail_point: Option<&str>, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgbak"));
-    command
-        .args(args)
-        .env("PGBAK", pgbak_dir)
-        .env_remove("PGBAK_FAILPOINT");
-    if let Some(point) = fail_point {
-        command.env("PGBAK_FAILPOINT", point);
-    }
-    command.output().unwrap()
+    Scratch::new(&format!("crash-wal-{label}"))
 }
 
 /// A WAL-like 16 MiB segment: mostly structured, partly varying, so it compresses like WAL.

@@ -63,7 +63,7 @@ fn open<F: Storage>(storage: F) -> (Journal<Balance, F>, Option<Repair>) {
 
 #[test]
 fn a_journal_on_a_real_file_survives_reopening() {
-    let directory = std::env::temp_dir().join(format!("pgbak-journal-api-{}", std::process::id()));
+    let directory = crate::util::unique_temp_path("journal-api");
     std::fs::create_dir_all(&directory).unwrap();
     let path = directory.join("pgbak.lock");
     let create = || {

@@ -13,10 +13,8 @@
 //!   the history lies between the marker's count and the final count, and the table written
 //!   after the second base backup is absent.
 
-mod e2e;
-
-use e2e::Cluster;
-use std::path::{Path, PathBuf};
+use crate::harness::{self, Cluster};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -61,7 +59,7 @@ impl Drop for StopOnDrop<'_> {
 /// stopped: the restored one uses its port) and runs `query` on it.
 fn restore(cluster: &Cluster, backup: &Path, name: &str, query: &str) -> String {
     let target = cluster.root.join(name);
-    e2e::restore_and_query(backup, &target, &cluster.socket, cluster.port, query)
+    harness::restore_and_query(backup, &target, &cluster.socket, cluster.port, query)
 }
 
 fn history_count(cluster: &Cluster) -> u64 {
@@ -154,10 +152,7 @@ fn second_base_backup_under_load_then_restore_each_directory_locally_and_offsite
     let config = "[base]\nmax_wal_ratio = 1000.0\n\n\
                   [pg_basebackup]\nextra_args = [\"--checkpoint=fast\"]\n";
     let label = "twobases";
-    let offsite = PathBuf::from(format!(
-        "/tmp/pgbak-e2e-{label}-{}/offsite",
-        std::process::id()
-    ));
+    let offsite = harness::root_for(label).join("offsite");
     let script = format!(
         "set -e\nmkdir -p {0}/pg-$1 && cp -r ./. {0}/pg-$1/\n",
         offsite.display()

@@ -9,42 +9,13 @@ use pgbak::timestamp::{DirectoryName, UnixMillis};
 use pgbak::wal_name::WalFileName;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-/// A fresh directory under /tmp, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!("pgbak-cli-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
-        Scratch(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn pgbak(pgbak_dir: Option<&Path>, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgbak"));
-    command.args(args).env_remove("PGBAK");
-    if let Some(dir) = pgbak_dir {
-        command.env("PGBAK", dir);
-    }
-    command.output().unwrap()
-}
+use crate::util::{Scratch, pgbak, stderr_of, stdout_of};
 
 fn text(output: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    (stdout_of(output), stderr_of(output))
 }
 
 fn home(path: &Path) -> PgbakHome {
@@ -88,7 +59,7 @@ fn archive_segments(dir: &Path, count: u64) -> DirectoryName {
 
 #[test]
 fn status_of_an_unused_pgbak_says_so_and_creates_nothing() {
-    let dir = Scratch::new("empty");
+    let dir = Scratch::private("cli-empty");
     let output = pgbak(Some(&dir.0), &["status"]);
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
@@ -114,7 +85,7 @@ fn status_of_an_unused_pgbak_says_so_and_creates_nothing() {
 
 #[test]
 fn status_reports_directories_and_records() {
-    let dir = Scratch::new("records");
+    let dir = Scratch::private("cli-records");
     let first = archive_segments(&dir.0, 3);
     let output = pgbak(Some(&dir.0), &["status"]);
     let (stdout, stderr) = text(&output);
@@ -152,7 +123,7 @@ fn status_reports_directories_and_records() {
 
 #[test]
 fn status_cuts_a_torn_tail_and_says_what_was_damaged() {
-    let dir = Scratch::new("torn");
+    let dir = Scratch::private("cli-torn");
     archive_segments(&dir.0, 3);
     let lock = dir.0.join("pgbak.lock");
     let length = fs::metadata(&lock).unwrap().len();
@@ -184,7 +155,7 @@ fn status_cuts_a_torn_tail_and_says_what_was_damaged() {
 
 #[test]
 fn status_rebuilds_a_garbage_journal_from_the_tree() {
-    let dir = Scratch::new("garbage");
+    let dir = Scratch::private("cli-garbage");
     let first = archive_segments(&dir.0, 4);
     let lock = dir.0.join("pgbak.lock");
     let garbage: Vec<u8> = (0..10_000u32)
@@ -230,7 +201,7 @@ fn status_rebuilds_a_garbage_journal_from_the_tree() {
 
 #[test]
 fn status_rebuilds_a_missing_journal_when_directories_exist() {
-    let dir = Scratch::new("missing");
+    let dir = Scratch::private("cli-missing");
     archive_segments(&dir.0, 2);
     fs::remove_file(dir.0.join("pgbak.lock")).unwrap();
     let output = pgbak(Some(&dir.0), &["status", "--json"]);
@@ -266,7 +237,7 @@ fn assert_refused(output: &Output, message: &str, hint: &str) {
 
 #[test]
 fn every_command_refuses_a_bad_environment_with_one_line_and_a_hint() {
-    let dir = Scratch::new("env");
+    let dir = Scratch::private("cli-env");
     assert_refused(&pgbak(None, &["status"]), "PGBAK is not set", "PGBAK");
     assert_refused(
         &pgbak(Some(Path::new("relative/dir")), &["status"]),

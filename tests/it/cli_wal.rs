@@ -21,27 +21,23 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::util::{Scratch, assert_success, has_ended, pgbak_command, stderr_of};
+
 /// The size PostgreSQL uses unless `initdb --wal-segsize` says otherwise.
 const SEGMENT_BYTES: usize = 16 << 20;
 
 /// A fresh private directory under /tmp, removed on drop.
-struct Scratch(PathBuf);
+fn new_scratch(label: &str) -> Scratch {
+    Scratch::private(&format!("cli-wal-{label}"))
+}
 
-impl Scratch {
-    fn new(label: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "pgbak-cli-wal-{label}-{}-{nanos}",
-            std::process::id()
-        ));
-        fs::create_dir(&path).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
-        Scratch(path)
-    }
+/// What these tests need of their scratch directory.
+trait WalScratch {
+    fn pgbak(&self) -> PathBuf;
+    fn source_directory(&self) -> PathBuf;
+}
 
+impl WalScratch for Scratch {
     /// `$PGBAK` inside the scratch directory, with `[sync] autostart = false`.
     fn pgbak(&self) -> PathBuf {
         let pgbak = self.0.join("pgbak");
@@ -59,20 +55,8 @@ impl Scratch {
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn write_no_autostart_config(pgbak: &Path) {
     fs::write(pgbak.join("config.toml"), "[sync]\nautostart = false\n").unwrap();
-}
-
-fn pgbak_command(pgbak: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgbak"));
-    command.env("PGBAK", pgbak).stdin(Stdio::null());
-    command
 }
 
 fn wal(pgbak: &Path, source: &Path) -> Output {
@@ -81,19 +65,6 @@ fn wal(pgbak: &Path, source: &Path) -> Output {
         .arg(source)
         .output()
         .unwrap()
-}
-
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn assert_success(output: &Output) {
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr: {}",
-        stderr_of(output)
-    );
 }
 
 /// Runs `pgbak wal PATH` for every path at once and requires each to succeed.
@@ -281,7 +252,7 @@ fn directories_opened(events: &[Event]) -> usize {
 
 #[test]
 fn every_accepted_kind_of_name_is_stored_privately_and_restorable_with_the_zstd_cli() {
-    let scratch = Scratch::new("kinds");
+    let scratch = new_scratch("kinds");
     let pgbak = scratch.pgbak();
     let data_directory = scratch.0.clone();
     let source = scratch.source_directory();
@@ -348,7 +319,7 @@ fn every_accepted_kind_of_name_is_stored_privately_and_restorable_with_the_zstd_
 
 #[test]
 fn the_first_file_opens_a_pending_directory_and_later_files_go_into_it() {
-    let scratch = Scratch::new("first");
+    let scratch = new_scratch("first");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     for number in 1..=2 {
@@ -390,7 +361,7 @@ fn the_first_file_opens_a_pending_directory_and_later_files_go_into_it() {
 
 #[test]
 fn refused_inputs_exit_1_with_a_message_and_a_hint_and_leave_nothing_behind() {
-    let scratch = Scratch::new("refused");
+    let scratch = new_scratch("refused");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     let before = tree(&pgbak);
@@ -471,7 +442,7 @@ fn refused_inputs_exit_1_with_a_message_and_a_hint_and_leave_nothing_behind() {
 fn a_file_pgbak_cannot_read_is_refused() {
     // S-2.1 "unreadable": as root, permissions do not stop reading, so run pgbak as another
     // user (nobody) owning $PGBAK; as any other user, a mode 000 file does it.
-    let scratch = Scratch::new("unreadable");
+    let scratch = new_scratch("unreadable");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     let path = write_source(&source, &segment_name(1), &segment_bytes(1, 1 << 20));
@@ -507,7 +478,7 @@ fn a_file_pgbak_cannot_read_is_refused() {
 
 #[test]
 fn an_identical_duplicate_is_accepted_and_recorded_as_already_present() {
-    let scratch = Scratch::new("identical");
+    let scratch = new_scratch("identical");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     let path = write_source(&source, &segment_name(5), &segment_bytes(5, SEGMENT_BYTES));
@@ -539,7 +510,7 @@ fn an_identical_duplicate_is_accepted_and_recorded_as_already_present() {
 
 #[test]
 fn a_different_duplicate_is_refused_kept_in_conflicts_and_the_original_left_untouched() {
-    let scratch = Scratch::new("conflict");
+    let scratch = new_scratch("conflict");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     for (name, original, rejected) in [
@@ -606,7 +577,7 @@ fn a_different_duplicate_is_refused_kept_in_conflicts_and_the_original_left_unto
 #[test]
 fn eight_concurrent_calls_on_distinct_segments_all_succeed_into_one_directory() {
     const CALLS: u64 = 8;
-    let scratch = Scratch::new("concurrent");
+    let scratch = new_scratch("concurrent");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     let paths: Vec<PathBuf> = (1..=CALLS)
@@ -650,7 +621,7 @@ fn directories_opened_while_wal_calls_run_receive_every_file_recorded_after_them
     const CALLS: u64 = 24;
     const PARALLEL: usize = 8;
     const OPENED_MAX: u64 = 6;
-    let scratch = Scratch::new("race");
+    let scratch = new_scratch("race");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     let size = 1 << 20;
@@ -764,7 +735,7 @@ impl Drop for TmpfsMount {
 
 #[test]
 fn a_full_pgbak_fails_loudly_leaves_no_partial_file_and_the_retry_succeeds_once_freed() {
-    let scratch = Scratch::new("full");
+    let scratch = new_scratch("full");
     let pgbak = scratch.0.join("pgbak");
     let Some(_mount) = TmpfsMount::mount(&pgbak, "5m") else {
         return;
@@ -837,7 +808,7 @@ fn one_call_on_a_16_mib_segment_stays_under_64_mib_of_resident_memory() {
         eprintln!("skipped: /usr/bin/time is missing (Debian package `time`)");
         return;
     }
-    let scratch = Scratch::new("rss");
+    let scratch = new_scratch("rss");
     let pgbak = scratch.pgbak();
     // The default configuration: level 1, two zstd worker threads.
     fs::write(pgbak.join("config.toml"), "[sync]\nautostart = false\n").unwrap();
@@ -918,7 +889,7 @@ fn autostart_starts_one_detached_sync_that_holds_none_of_the_callers_pipes() {
         eprintln!("skipped: this build has no `pgbak sync --background` yet");
         return;
     }
-    let scratch = Scratch::new("autostart");
+    let scratch = new_scratch("autostart");
     let pgbak = scratch.pgbak();
     fs::write(pgbak.join("config.toml"), "[sync]\nautostart = true\n").unwrap();
     fs::create_dir(pgbak.join("scripts")).unwrap();
@@ -1026,21 +997,10 @@ impl Drop for StopOnDrop {
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         for &pid in &self.0 {
-            while is_running(pid) && std::time::Instant::now() < deadline {
+            while !has_ended(pid as i32) && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
-    }
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn is_running(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|end| stat.get(end + 2..end + 3))
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
     }
 }
 
@@ -1067,7 +1027,7 @@ fn wal_within(pgbak: &Path, source: &Path, limit: std::time::Duration) -> Output
 
 #[test]
 fn a_fifo_under_the_archived_name_is_refused_at_once_and_left_alone() {
-    let scratch = Scratch::new("fifo-target");
+    let scratch = new_scratch("fifo-target");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     let path = write_source(&source, &segment_name(7), &segment_bytes(7, SEGMENT_BYTES));
@@ -1092,7 +1052,7 @@ fn peak_rss_of_one_call_kib(label: &str, segment_bytes_count: usize) -> Option<u
         eprintln!("skipped: /usr/bin/time is missing (Debian package `time`)");
         return None;
     }
-    let scratch = Scratch::new(label);
+    let scratch = new_scratch(label);
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     let bytes = segment_bytes(1, segment_bytes_count);
@@ -1152,7 +1112,7 @@ fn zstd_cli_frame(bytes: &[u8]) -> Vec<u8> {
 fn a_stored_file_of_several_zstd_frames_is_compared_whole() {
     // S-2.2: a stored file may hold several frames one after the other; the duplicate
     // comparison reads all of them.
-    let scratch = Scratch::new("multi-frame");
+    let scratch = new_scratch("multi-frame");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     let bytes = segment_bytes(8, SEGMENT_BYTES);
@@ -1201,7 +1161,7 @@ fn status_json(pgbak: &Path) -> serde_json::Value {
 
 #[test]
 fn rejected_copies_are_kept_once_each_up_to_the_cap_and_status_reports_them() {
-    let scratch = Scratch::new("conflict-cap");
+    let scratch = new_scratch("conflict-cap");
     let pgbak = scratch.pgbak();
     let set_cap = |max_bytes: u64| {
         fs::write(
@@ -1279,7 +1239,7 @@ fn segment_of_cluster(seed: u64, system_identifier: u64) -> Vec<u8> {
 /// cluster's segments are accepted into a new directory.
 #[test]
 fn a_segment_of_another_cluster_is_refused_until_pgbak_new_series() {
-    let scratch = Scratch::new("cluster");
+    let scratch = new_scratch("cluster");
     let pgbak = scratch.pgbak();
     let source = scratch.source_directory();
     let ours: u64 = 7_311_111_111_111_111_111;

@@ -7,9 +7,7 @@
 //! the runs that could eat memory have an address-space limit, so a regression fails instead of
 //! taking the machine's memory.
 
-mod scratch_pgbak;
-
-use scratch_pgbak::{Pgbak, write_private};
+use crate::util::{Pgbak, write_private};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
