@@ -7,11 +7,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// A fresh directory, removed with everything in it when dropped.
-pub struct ScratchDirectory(pub PathBuf);
+pub(crate) struct ScratchDirectory(pub PathBuf);
 
 impl ScratchDirectory {
     /// A fresh directory under `base` (e.g. `/dev/shm` for tmpfs), named after `label`.
-    pub fn under(base: &Path, label: &str) -> ScratchDirectory {
+    pub(crate) fn under(base: &Path, label: &str) -> ScratchDirectory {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -22,12 +22,12 @@ impl ScratchDirectory {
     }
 
     /// A fresh directory under the system's temporary directory.
-    pub fn new(label: &str) -> ScratchDirectory {
+    pub(crate) fn new(label: &str) -> ScratchDirectory {
         ScratchDirectory::under(&std::env::temp_dir(), label)
     }
 
     /// This directory as a checked `$PGBAK` owned by the running user.
-    pub fn home(&self) -> crate::home::environment::PgbakHome {
+    pub(crate) fn home(&self) -> crate::home::environment::PgbakHome {
         crate::home::environment::PgbakHome {
             path: self.0.clone(),
             owner_uid: nix::unistd::geteuid().as_raw(),
@@ -35,7 +35,7 @@ impl ScratchDirectory {
     }
 
     /// The names in the directory, sorted.
-    pub fn entries(&self) -> Vec<String> {
+    pub(crate) fn entries(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(&self.0)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())

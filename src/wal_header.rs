@@ -72,7 +72,7 @@ mod tests {
     use super::*;
 
     /// The first 40 bytes of a real PostgreSQL 15 segment (16 MiB, timeline 1, segment 1).
-    pub fn header_bytes(system_identifier: u64, segment_size: u32) -> Vec<u8> {
+    pub(super) fn header_bytes(system_identifier: u64, segment_size: u32) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&0xD110u16.to_le_bytes());
         bytes.extend_from_slice(&(XLP_LONG_HEADER | 0x0004).to_le_bytes());

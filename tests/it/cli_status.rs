@@ -10,6 +10,7 @@ use pgbak::wal_name::WalFileName;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::process::Command;
 use std::process::Output;
 
 use crate::util::{Scratch, pgbak, stderr_of, stdout_of};

@@ -6,6 +6,10 @@
 //! so nothing process-wide (scratch names, ports, environment, signal dispositions) may be
 //! assumed private to one test; `util` and `harness` make names and ports unique.
 
+// A test crate has no outside callers: its modules share helpers through `pub`, which is
+// the visibility the shared `util` and `harness` modules need, not a promise to anyone.
+#![allow(unreachable_pub)]
+
 mod harness;
 mod util;
 
@@ -26,6 +30,7 @@ mod e2e_harness;
 mod e2e_restart_and_full_disk;
 mod e2e_two_bases_under_load;
 mod e2e_wait_after_stop;
+mod error_messages;
 mod journal_compat;
 mod journal_public_api;
 mod journal_scale;
