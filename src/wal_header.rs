@@ -67,22 +67,37 @@ impl LongPageHeader {
     }
 }
 
+impl LongPageHeader {
+    /// Writes this header over the first [`LONG_PAGE_HEADER_BYTES`] of `segment`, as PostgreSQL
+    /// 15 lays it out (magic `0xD110`, `XLP_LONG_HEADER`, 8 KiB pages): what tests use to make
+    /// segments of a chosen cluster. Fields pgbak does not read (`xlp_rem_len`) are zero.
+    pub fn write_to(&self, segment: &mut [u8]) {
+        let header = &mut segment[..LONG_PAGE_HEADER_BYTES];
+        header[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        header[2..4].copy_from_slice(&XLP_LONG_HEADER.to_le_bytes());
+        header[4..8].copy_from_slice(&self.timeline.to_le_bytes());
+        header[8..16].copy_from_slice(&self.page_address.to_le_bytes());
+        header[16..24].fill(0);
+        header[24..32].copy_from_slice(&self.system_identifier.to_le_bytes());
+        header[32..36].copy_from_slice(&self.segment_size_bytes.to_le_bytes());
+        header[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The first 40 bytes of a real PostgreSQL 15 segment (16 MiB, timeline 1, segment 1).
-    pub(super) fn header_bytes(system_identifier: u64, segment_size: u32) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&0xD110u16.to_le_bytes());
-        bytes.extend_from_slice(&(XLP_LONG_HEADER | 0x0004).to_le_bytes());
-        bytes.extend_from_slice(&1u32.to_le_bytes());
-        bytes.extend_from_slice(&0x0100_0000u64.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes());
-        bytes.extend_from_slice(&0u32.to_le_bytes());
-        bytes.extend_from_slice(&system_identifier.to_le_bytes());
-        bytes.extend_from_slice(&segment_size.to_le_bytes());
-        bytes.extend_from_slice(&8192u32.to_le_bytes());
+    /// The first 40 bytes of a PostgreSQL 15 segment (timeline 1, second segment).
+    fn header_bytes(system_identifier: u64, segment_size: u32) -> Vec<u8> {
+        let mut bytes = vec![0; LONG_PAGE_HEADER_BYTES];
+        LongPageHeader {
+            timeline: 1,
+            page_address: 0x0100_0000,
+            system_identifier,
+            segment_size_bytes: segment_size,
+        }
+        .write_to(&mut bytes);
         bytes
     }
 

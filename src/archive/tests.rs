@@ -189,11 +189,13 @@ fn a_current_directory_removed_by_hand_is_lost_and_a_new_one_opens() {
 /// A segment whose first page is a long page header of cluster `system_identifier`.
 fn segment_of_cluster(size: usize, seed: u64, system_identifier: u64) -> Vec<u8> {
     let mut bytes = segment_bytes(size, seed);
-    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-    bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-    bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
-    bytes[32..36].copy_from_slice(&(size as u32).to_le_bytes());
-    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    crate::wal_header::LongPageHeader {
+        timeline: 1,
+        page_address: 0,
+        system_identifier,
+        segment_size_bytes: size as u32,
+    }
+    .write_to(&mut bytes);
     bytes
 }
 

@@ -1226,11 +1226,13 @@ fn rejected_copies_are_kept_once_each_up_to_the_cap_and_status_reports_them() {
 fn segment_of_cluster(seed: u64, system_identifier: u64) -> Vec<u8> {
     let size = 1 << 20;
     let mut bytes = segment_bytes(seed, size);
-    bytes[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-    bytes[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
-    bytes[24..32].copy_from_slice(&system_identifier.to_le_bytes());
-    bytes[32..36].copy_from_slice(&(size as u32).to_le_bytes());
-    bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    pgbak::wal_header::LongPageHeader {
+        timeline: 1,
+        page_address: 0,
+        system_identifier,
+        segment_size_bytes: size as u32,
+    }
+    .write_to(&mut bytes);
     bytes
 }
 
