@@ -156,7 +156,8 @@ impl World {
         }
     }
 
-    fn record(&mut self, event: Event) -> Result<(), TransitionError> {
+    /// Applies a recorded fact, remembering it and the transitions it took.
+    pub fn record(&mut self, event: Event) -> Result<(), TransitionError> {
         let before = Kinds::of(&self.state);
         apply(&mut self.state, &event)?;
         let after = Kinds::of(&self.state);

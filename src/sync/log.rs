@@ -113,6 +113,15 @@ impl SyncLog {
         }
     }
 
+    /// A log that writes nowhere (the simulated sync of the model-based tests).
+    #[cfg(test)]
+    pub(crate) fn discard() -> SyncLog {
+        SyncLog {
+            echo_to_stderr: false,
+            ..SyncLog::stderr_only()
+        }
+    }
+
     /// One line `TIME SOURCE TEXT`. Control characters in `text` (a script printing `\r` or
     /// escape sequences) are shown escaped so one output line stays one log line.
     pub fn line(&self, source: &str, text: &str) {

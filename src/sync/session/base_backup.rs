@@ -7,18 +7,15 @@
 //! `pg_basebackup` writes into it.
 
 use super::Session;
-use crate::home::names::WAL_DIRECTORY_NAME;
+use super::world::SessionWorld;
 use crate::machine::Event;
-use crate::os::durable;
 use crate::sync::base_backup::BaseBackupRun;
 use crate::sync::base_backup::progress::ProgressFile;
 use crate::sync::log::SyncLog;
 use crate::timestamp::{DirectoryName, UnixMillis};
-use std::sync::Arc;
 
-/// A base backup this session is running.
-pub(super) struct RunningBase {
-    pub(super) directory: DirectoryName,
+/// A base backup a real session is running (its directory is kept by the session).
+pub(crate) struct RunningBase {
     pub(super) run: BaseBackupRun,
     /// For `status` only; `None` if the file could not be created (the run goes on). Dropping
     /// it with this struct removes the file.
@@ -81,7 +78,7 @@ pub(super) fn server_unreachable(output: &str) -> bool {
     UNREACHABLE.iter().any(|phrase| output.contains(phrase))
 }
 
-impl Session<'_> {
+impl<W: SessionWorld> Session<'_, W> {
     /// S-4.3: `DirectoryOpened` (intent of the `mkdir`), the directory and its `pg_wal/`,
     /// `BaseBackupStarted` (intent of the run), then `pg_basebackup`. Failing to create the
     /// directory or to start the program is the attempt's failure, recorded at once, so the
@@ -97,42 +94,18 @@ impl Session<'_> {
                 at: self.now(),
             }])?;
         }
-        let path = self.home.directory_path(directory);
-        let prepared = durable::create_private_directory(&path)
-            .and_then(|_| durable::create_private_directory(&path.join(WAL_DIRECTORY_NAME)));
+        let prepared = self.world.prepare_base_directory(directory);
         self.record(vec![Event::BaseBackupStarted {
             directory,
             at: self.now(),
         }])?;
         crate::failpoint::fail_point("sync-after-base-intent");
         let started = match prepared {
-            Err(error) => Err(format!("cannot create {}: {error}", path.display())),
-            Ok(_) => {
-                let log = Arc::clone(&self.log);
-                BaseBackupRun::start_with_log(
-                    self.home,
-                    self.config,
-                    directory,
-                    Box::new(move |line: &str| log.line("[pg_basebackup]", line)),
-                )
-                .map_err(|error| crate::error::one_line(&error))
-            }
+            Err(message) => Err(message),
+            Ok(()) => self.world.start_base_backup(directory, &self.log),
         };
         match started {
-            Ok(run) => {
-                let progress = ProgressFile::create(self.home, directory)
-                    .inspect_err(|error| {
-                        self.log.note(&format!(
-                            "cannot write the base backup's progress for status: {error}"
-                        ));
-                    })
-                    .ok();
-                self.base_backup = Some(RunningBase {
-                    directory,
-                    run,
-                    progress,
-                });
-            }
+            Ok(run) => self.base_backup = Some((directory, run)),
             Err(message) => {
                 self.log.error(&message);
                 self.record(vec![Event::BaseBackupFailed {

@@ -2,8 +2,10 @@
 //! S-6.2, S-6.5, S-6.6).
 //!
 //! Owns: [`run_sync`] (what `pgbak sync`, `force-sync` and the background sync run),
-//! [`SyncOptions`] and [`SyncEnded`]. It follows `machine::simulation::World::drive_sync`, the
-//! reference for a correct driver, with real processes and a real clock:
+//! [`SyncOptions`] and [`SyncEnded`]. Everything the loop does to the world goes through the
+//! [`world::SessionWorld`] seam: [`world::RealWorld`] in production (real processes, the real
+//! journal, one clock), a simulated world in the model-based tests (`simulated.rs`), so the
+//! random walks drive this very loop:
 //!
 //! 1. Take the sync lock (S-3.5) through its own open file description. If another sync holds
 //!    it, a background sync exits quietly (S-2.8: one sync at a time) and a foreground one waits
@@ -56,29 +58,29 @@
 //! [`UNRECORDED_RETRY`] instead of at once, so a persistent file-system problem never becomes a
 //! busy loop, and the rest of the work (shipping WAL) goes on meanwhile.
 
-use super::directories;
 use crate::config::Config;
 use crate::home::environment::PgbakHome;
-use crate::home::journal_file::{self, JOURNAL_LOCK_WAIT, JournalFileError, OpenedJournal};
-use crate::journal::JournalError;
+use crate::home::journal_file;
 use crate::machine::{
     Action, Event, Policy, State, StopScriptReason, SyncStopReason, next_actions,
 };
 use crate::os::clock::SessionClock;
-use crate::os::lock::{LockGuard, LockKind, LockRange, Wait};
 use crate::os::signals::StopSignals;
 use crate::sync::SessionError;
 use crate::sync::lock;
 use crate::sync::log::SyncLog;
-use crate::sync::script::{GroupLeader, ScriptOutcome, ScriptProcess, failure_output};
+use crate::sync::script::ScriptOutcome;
 use crate::timestamp::{DirectoryName, UnixMillis};
-use base_backup::RunningBase;
 use base_backup::base_backup_outcome;
 use nix::sys::signal::Signal;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use world::{Freshness, RealWorld, SessionWorld, refresh_journal};
 
 mod base_backup;
+#[cfg(test)]
+pub(crate) mod simulated;
+mod world;
 
 /// The longest the loop sleeps: how soon it notices a child that finished, a stop signal, or a
 /// file `pgbak wal` archived ("notices new WAL within a second"). Each look is a `waitid` per
@@ -169,26 +171,27 @@ pub fn run_sync_with_signals(
                 return Err(error.into());
             }
         };
-        let mut session = Session {
+        let world = RealWorld {
             home,
             config,
-            policy,
-            pid: std::process::id(),
-            options: round_options,
-            log: Arc::clone(&log),
             journal,
             signals,
             clock,
             sync_lock: &sync_lock,
-            script: None,
-            base_backup: None,
-            deferred: Vec::new(),
         };
+        let mut session = Session::new(
+            home,
+            policy,
+            std::process::id(),
+            round_options,
+            Arc::clone(&log),
+            world,
+        );
         let ended = session.run()?;
         if ended != SyncEnded::Finished {
             return Ok(ended);
         }
-        let mut journal = session.into_journal();
+        let mut journal = session.into_world().journal;
         // Let go first, then look: see step 4 in the module header.
         drop(sync_lock);
         if signals.received().is_some() {
@@ -211,82 +214,56 @@ pub fn run_sync_with_signals(
     }
 }
 
-/// Whether a refresh found the journal as this process left it, or replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Freshness {
-    Extended,
-    Replaced,
-}
-
-/// Catches up with other processes' appends under the journal lock (the refresh may cut a torn
-/// tail or compact, so the lock is exclusive). A journal that needs a rebuild is reopened, which
-/// rebuilds it: for this process that is the same as another process having rebuilt it.
-fn refresh_journal(
-    home: &PgbakHome,
-    journal: &mut OpenedJournal,
-    at: UnixMillis,
-    log: &SyncLog,
-) -> Result<Freshness, SessionError> {
-    let guard = journal.lock_file.lock(
-        LockRange::Journal,
-        LockKind::Exclusive,
-        Wait::UpTo(JOURNAL_LOCK_WAIT),
-    )?;
-    match journal.journal.refresh(at) {
-        Ok(report) => {
-            if let Some(repair) = &report.repair {
-                log.note(&format!("journal repaired: {repair:?}"));
-            }
-            Ok(if report.journal_replaced {
-                Freshness::Replaced
-            } else {
-                Freshness::Extended
-            })
-        }
-        Err(JournalError::NeedsRebuild { reason }) => {
-            drop(guard);
-            log.note(&format!(
-                "the journal must be rebuilt ({reason}); rebuilding it"
-            ));
-            *journal = journal_file::open_journal(home, at)?;
-            Ok(Freshness::Replaced)
-        }
-        Err(error) => Err(JournalFileError::in_journal(journal.lock_file.path())(error).into()),
-    }
-}
-
 /// One session: from `SyncStarted` to `SyncStopped`, holding the sync lock throughout.
-struct Session<'a> {
+/// Everything it does outside its own memory goes through its [`SessionWorld`].
+pub(crate) struct Session<'a, W: SessionWorld> {
+    /// For messages only (`$PGBAK/current`'s path).
     home: &'a PgbakHome,
-    config: &'a Config,
     policy: Policy,
     pid: u32,
     options: SyncOptions,
     log: Arc<SyncLog>,
-    journal: OpenedJournal,
-    signals: &'a StopSignals,
-    /// The one clock every fact and decision of this sync is timed with (S-6.5).
-    clock: SessionClock,
-    /// The sync lock this session holds, on the file it compares with `pgbak.lock` (S-6.6).
-    sync_lock: &'a LockGuard,
-    /// The running script, exactly while the state shows it running.
-    script: Option<ScriptProcess>,
+    world: W,
+    /// The running script and its directory, exactly while the state shows it running.
+    script: Option<(DirectoryName, W::Script)>,
     /// The running base backup and its directory, exactly while the state shows it running.
-    base_backup: Option<RunningBase>,
-    /// Effects that failed without a fact to record, and when to try them again.
-    deferred: Vec<(Action, Instant)>,
+    base_backup: Option<(DirectoryName, W::BaseBackup)>,
+    /// Effects that failed without a fact to record, and when (session clock) to try them
+    /// again.
+    deferred: Vec<(Action, UnixMillis)>,
 }
 
-impl Session<'_> {
+impl<'a, W: SessionWorld> Session<'a, W> {
+    pub(crate) fn new(
+        home: &'a PgbakHome,
+        policy: Policy,
+        pid: u32,
+        options: SyncOptions,
+        log: Arc<SyncLog>,
+        world: W,
+    ) -> Self {
+        Session {
+            home,
+            policy,
+            pid,
+            options,
+            log,
+            world,
+            script: None,
+            base_backup: None,
+            deferred: Vec::new(),
+        }
+    }
+
     fn state(&self) -> &State {
-        self.journal.journal.state()
+        self.world.state()
     }
 
-    fn into_journal(self) -> OpenedJournal {
-        self.journal
+    pub(crate) fn into_world(self) -> W {
+        self.world
     }
 
-    fn run(&mut self) -> Result<SyncEnded, SessionError> {
+    pub(crate) fn run(&mut self) -> Result<SyncEnded, SessionError> {
         match self.run_loop() {
             Ok(ended) => Ok(ended),
             Err(error) => {
@@ -297,7 +274,7 @@ impl Session<'_> {
     }
 
     fn now(&self) -> UnixMillis {
-        self.clock.now()
+        self.world.now()
     }
 
     /// S-6.6: the lock this sync holds and the journal it writes must still be
@@ -305,23 +282,19 @@ impl Session<'_> {
     /// [`Self::stop_after_error`]): its children are stopped, so they never overlap the runs
     /// of a sync that locked the new file.
     fn check_still_same(&self) -> Result<(), SessionError> {
-        self.sync_lock.check_still_same()?;
-        self.journal.lock_file.check_still_same()?;
-        Ok(())
+        self.world.check_still_same()
     }
 
     fn run_loop(&mut self) -> Result<SyncEnded, SessionError> {
         self.check_still_same()?;
-        refresh_journal(self.home, &mut self.journal, self.clock.now(), &self.log)?;
+        self.world.refresh(self.now(), &self.log)?;
         self.begin()?;
         loop {
-            if let Some(signal) = self.signals.received() {
+            if let Some(signal) = self.world.stop_signal() {
                 return self.interrupt(signal);
             }
             self.check_still_same()?;
-            if refresh_journal(self.home, &mut self.journal, self.clock.now(), &self.log)?
-                == Freshness::Replaced
-            {
+            if self.world.refresh(self.now(), &self.log)? == Freshness::Replaced {
                 self.start_over()?;
                 continue;
             }
@@ -356,9 +329,7 @@ impl Session<'_> {
         let Some(recorded) = self.state().current_link else {
             return Ok(()); // not switched yet: the plan switches it anyway
         };
-        let on_disk = std::fs::read_link(self.home.current_link_path())
-            .ok()
-            .and_then(|target| target.to_str().and_then(DirectoryName::parse));
+        let on_disk = self.world.read_current_link();
         if on_disk == Some(recorded) {
             return Ok(());
         }
@@ -401,12 +372,14 @@ impl Session<'_> {
             "the journal was rebuilt from the directory tree by another process; stopping \
              running work and starting over from the rebuilt state",
         );
-        if let Some(script) = self.script.take() {
-            script.terminate();
-            let _ = script.stop("stopped: the journal was rebuilt");
+        if let Some((_, script)) = self.script.take() {
+            self.world.terminate_script(&script);
+            let _ = self
+                .world
+                .stop_script(script, "stopped: the journal was rebuilt");
         }
-        if let Some(running) = self.base_backup.take() {
-            let _ = running.run.stop();
+        if let Some((_, running)) = self.base_backup.take() {
+            let _ = self.world.stop_base_backup(running, "");
         }
         self.deferred.clear();
         self.begin()
@@ -414,10 +387,10 @@ impl Session<'_> {
 
     /// Records the outcome of every child that ended.
     fn collect_outcomes(&mut self) -> Result<(), SessionError> {
-        if let Some(script) = self.script.as_mut()
-            && let Some(outcome) = script.try_finish()
+        if let Some((directory, script)) = self.script.as_mut()
+            && let Some(outcome) = self.world.poll_script(script)
         {
-            let directory = script.directory();
+            let directory = *directory;
             self.script = None;
             // The script exited; a crash here leaves its intent without an outcome.
             crate::failpoint::fail_point("sync-after-script-exit");
@@ -431,15 +404,15 @@ impl Session<'_> {
                 },
             }])?;
         }
-        if let Some(running) = self.base_backup.as_mut() {
-            match running.run.try_finish() {
+        if let Some((directory, running)) = self.base_backup.as_mut() {
+            match self.world.poll_base_backup(running) {
                 Some(result) => {
-                    let directory = running.directory;
+                    let directory = *directory;
                     self.base_backup = None;
                     let event = base_backup_outcome(directory, result, self.now());
                     self.record(vec![event])?;
                 }
-                None => running.report_progress(&self.log),
+                None => self.world.report_base_backup_progress(running, &self.log),
             }
         }
         Ok(())
@@ -452,13 +425,13 @@ impl Session<'_> {
             .iter()
             .find(|(deferred, _)| deferred == action)
             .map(|(_, due)| *due);
-        if retry_due.is_some_and(|due| Instant::now() < due) {
+        if retry_due.is_some_and(|due| self.now() < due) {
             return Ok(false);
         }
         self.deferred.retain(|(deferred, _)| deferred != action);
         match action {
             Action::RemoveFailedDirectory { directory } => {
-                match directories::remove_failed_directory(self.home, *directory) {
+                match self.world.remove_failed_directory(*directory) {
                     Ok(()) => self.record(vec![Event::DirectoryRemoved {
                         directory: *directory,
                         at: self.now(),
@@ -473,7 +446,7 @@ impl Session<'_> {
                 }
             }
             Action::PointCurrentLinkAt { directory } => {
-                match directories::point_current_link_at(self.home, *directory) {
+                match self.world.point_current_link_at(*directory) {
                     Ok(()) => self.record(vec![Event::CurrentLinkSwitched {
                         directory: *directory,
                         at: self.now(),
@@ -502,7 +475,7 @@ impl Session<'_> {
                     timeout_ms / 1000
                 );
                 let output = match self.script.take() {
-                    Some(script) => script.stop(&reason),
+                    Some((_, script)) => self.world.stop_script(script, &reason),
                     None => reason,
                 };
                 self.record(vec![Event::ScriptFailed {
@@ -520,8 +493,9 @@ impl Session<'_> {
             "{what}; trying again in {} s",
             UNRECORDED_RETRY.as_secs()
         ));
-        self.deferred
-            .push((action.clone(), Instant::now() + UNRECORDED_RETRY));
+        let retry_ms = u64::try_from(UNRECORDED_RETRY.as_millis()).unwrap_or(u64::MAX);
+        let due = self.now().plus_millis(retry_ms);
+        self.deferred.push((action.clone(), due));
     }
 
     /// S-5.1: `ScriptStarted` (intent), then the script. A script that cannot start (missing,
@@ -539,16 +513,12 @@ impl Session<'_> {
             at: self.now(),
         }])?;
         crate::failpoint::fail_point("sync-after-script-intent");
-        match ScriptProcess::start(
-            self.home,
-            directory,
-            current_timestamp,
-            &self.log,
-            GroupLeader::Guardian,
-        ) {
-            Ok(script) => self.script = Some(script),
-            Err(error) => {
-                let message = error.to_string();
+        match self
+            .world
+            .start_script(directory, current_timestamp, &self.log)
+        {
+            Ok(script) => self.script = Some((directory, script)),
+            Err(message) => {
                 self.log.error(&message);
                 self.record(vec![Event::ScriptFailed {
                     directory,
@@ -562,45 +532,41 @@ impl Session<'_> {
 
     /// Sleeps until the plan's wake time, a deferred retry, or [`POLL_INTERVAL`], whichever
     /// comes first.
-    fn sleep(&self, wake_at: Option<UnixMillis>, at: UnixMillis) {
+    fn sleep(&mut self, wake_at: Option<UnixMillis>, at: UnixMillis) {
         let mut duration = POLL_INTERVAL;
         if let Some(wake_at) = wake_at {
             duration = duration.min(Duration::from_millis(wake_at.millis_since(at)));
         }
-        let instant = Instant::now();
+        let now = self.now();
         for (_, due) in &self.deferred {
-            duration = duration.min(due.saturating_duration_since(instant));
+            duration = duration.min(Duration::from_millis(due.millis_since(now)));
         }
-        std::thread::sleep(duration.max(MINIMUM_SLEEP));
+        self.world.sleep(duration.max(MINIMUM_SLEEP));
     }
 
     /// Stops the children and returns the facts that record it: a child that already ended
     /// gets its real outcome, one that was stopped a failure ending with `reason`.
     fn stop_children(&mut self, reason: &str) -> Vec<Event> {
         let mut events = Vec::new();
-        if let Some(script) = &self.script {
+        if let Some((_, script)) = &self.script {
             // Both groups get SIGTERM at once; the base backup's stop below waits its grace.
-            script.terminate();
+            self.world.terminate_script(script);
         }
-        if let Some(RunningBase {
-            directory, mut run, ..
-        }) = self.base_backup.take()
-        {
-            let event = match run.try_finish() {
+        if let Some((directory, mut run)) = self.base_backup.take() {
+            let event = match self.world.poll_base_backup(&mut run) {
                 Some(result) => base_backup_outcome(directory, result, self.now()),
                 None => Event::BaseBackupFailed {
                     directory,
-                    output: failure_output(&run.stop(), reason),
+                    output: self.world.stop_base_backup(run, reason),
                     at: self.now(),
                 },
             };
             events.push(event);
         }
-        if let Some(script) = self.script.take() {
-            let directory = script.directory();
+        if let Some((directory, script)) = self.script.take() {
             events.push(Event::ScriptFailed {
                 directory,
-                output: script.stop(reason),
+                output: self.world.stop_script(script, reason),
                 at: self.now(),
             });
         }
@@ -658,7 +624,8 @@ impl Session<'_> {
 
     /// Appends facts durably (one append, one fsync), then logs them.
     fn record(&mut self, events: Vec<Event>) -> Result<(), SessionError> {
-        self.journal.append(&events, self.now())?;
+        let at = self.now();
+        self.world.append(&events, at)?;
         for event in &events {
             self.log.event(event);
         }
