@@ -12,7 +12,8 @@
 //!   look again. Crash recovery is replay followed by `next_actions`: the same path as normal
 //!   operation.
 //!
-//! Invariants kept here (checked by the model-based tests in `tests.rs` after every step):
+//! Invariants kept here (checked after every step by the model-based tests that drive the real
+//! sync session through a simulated world, `sync::session::simulated`):
 //! a directory is `Current` only after its base backup finished; at most one `Current`; at most
 //! one base backup and one script run at a time; the script never runs for a `Pending` or
 //! `Failed` directory; every WAL file archived while a base backup is pending goes to both the
@@ -26,6 +27,9 @@ mod decide;
 mod event;
 mod policy;
 mod rebuild;
+// Test and fuzz support only: the real driver is `sync::session`, whose tests drive the real
+// loop through this world; nothing in a normal build may depend on it.
+#[cfg(any(test, feature = "simulation"))]
 pub mod simulation;
 mod state;
 pub mod table;

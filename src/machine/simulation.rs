@@ -1,9 +1,14 @@
 //! A simulated world around the machine: `wal` calls, a sync process that follows
 //! `next_actions`, base backups and scripts that succeed or fail, crashes, signals and time.
 //!
-//! Owns: [`World`] and [`Step`]. Used by the model-based property tests (`tests.rs`), the fuzz
-//! targets (`fuzz/`) and the state-diagram coverage check; it is public (but not part of the
-//! CLI) for that reason. It plays the part of the effects layer exactly as the real one must:
+//! Owns: [`World`] and [`Step`]. Test and fuzz support only (built under `cfg(test)` or the
+//! `simulation` feature, never in a normal build). The real session loop's model-based tests
+//! (`sync::session::simulated`) keep the state, the clock and the facts here and play the
+//! `wal` side with [`World::perform`]; its own sync driver (`Step::DriveSync`, a hand-written
+//! stand-in for the real loop) remains for the fuzz targets (`fuzz/`), the postcard round trip
+//! and the fixtures of `tests.rs` and the journal-compatibility history, which cannot run the
+//! real loop. It is public for those outside users. It plays the part of the effects layer as
+//! the real one must:
 //! it records an intent before acting and an outcome after, and it only ever records facts a
 //! correct effects layer could record. So a rejection from `apply` here is a machine bug.
 //!

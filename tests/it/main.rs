@@ -31,6 +31,9 @@ mod e2e_restart_and_full_disk;
 mod e2e_two_bases_under_load;
 mod e2e_wait_after_stop;
 mod error_messages;
+// Its history is made in the machine's simulated world, built only with `simulation` (which
+// `failpoints`, the test build's feature, turns on).
+#[cfg(feature = "simulation")]
 mod journal_compat;
 mod journal_public_api;
 mod journal_scale;
