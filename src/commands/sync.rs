@@ -25,6 +25,7 @@ use crate::home::journal_file;
 use crate::machine::base_backup_due;
 use crate::os::clock;
 use crate::os::lock::LockFile;
+use crate::sync::log::last_line;
 use crate::sync::session::{self, SyncEnded, SyncOptions};
 use nix::sys::signal::Signal;
 
@@ -85,10 +86,8 @@ fn check_base_backup_reached(
             .base_backup
             .last_failure
             .as_ref()
-            .and_then(|failure| failure.message.lines().rev().find(|l| !l.trim().is_empty()))
-            .unwrap_or("")
-            .trim()
-            .to_owned();
+            .map(|failure| last_line(&failure.message).trim().to_owned())
+            .unwrap_or_default();
         return Err(SyncError::BaseBackupUnreachable { last }.into());
     }
     Ok(())

@@ -29,6 +29,7 @@ use crate::home::journal_file;
 use crate::machine::{BaseBackupDue, State, SyncStopReason, base_backup_due};
 use crate::os::clock::now;
 use crate::os::lock::{LockFile, LockRange};
+use crate::sync::log::last_line;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -182,13 +183,7 @@ fn overdue_base_backup(home: &PgbakHome, state: &State) -> Option<String> {
             } else {
                 ""
             },
-            failure
-                .message
-                .lines()
-                .rev()
-                .find(|line| !line.trim().is_empty())
-                .unwrap_or("")
-                .trim()
+            last_line(&failure.message).trim()
         ),
         _ => "no sync has taken it yet".to_owned(),
     };

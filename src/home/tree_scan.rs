@@ -132,14 +132,20 @@ pub fn scan(pgbak: &Path) -> Result<TreeScan, ScanError> {
         });
     }
     directories.sort_by_key(|d| d.name);
-    let current_link = fs::read_link(pgbak.join(CURRENT_LINK_NAME))
-        .ok()
-        .and_then(|target| target.to_str().and_then(DirectoryName::parse));
+    let current_link = current_link_target(pgbak);
     Ok(TreeScan {
         directories,
         current_link,
         distinct_wal_files: distinct_names.len() as u64,
     })
+}
+
+/// The directory `$PGBAK/current` names, if it is a symlink to a directory name (whatever it
+/// points at otherwise, or a missing link, is `None`).
+pub fn current_link_target(pgbak: &Path) -> Option<DirectoryName> {
+    fs::read_link(pgbak.join(CURRENT_LINK_NAME))
+        .ok()
+        .and_then(|target| target.to_str().and_then(DirectoryName::parse))
 }
 
 /// Gaps in the sequence of complete segments of one timeline: `(after, before)` pairs of

@@ -186,9 +186,7 @@ impl SessionWorld for RealWorld<'_> {
     }
 
     fn read_current_link(&self) -> Option<DirectoryName> {
-        std::fs::read_link(self.home.current_link_path())
-            .ok()
-            .and_then(|target| target.to_str().and_then(DirectoryName::parse))
+        crate::home::tree_scan::current_link_target(&self.home.path)
     }
 
     fn point_current_link_at(&mut self, directory: DirectoryName) -> io::Result<()> {
