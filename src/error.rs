@@ -28,6 +28,7 @@ use crate::home::environment::EnvironmentError;
 use crate::home::journal_file::JournalFileError;
 use crate::os::lock::LockError;
 use crate::report::ReportError;
+use crate::restore::{ReplayError, RestoreError, RestoreWalError};
 use crate::sync::SessionError;
 use std::io;
 
@@ -54,6 +55,12 @@ pub enum Error {
     Sync(#[from] SyncError),
     #[error(transparent)]
     NewSeries(#[from] NewSeriesError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error(transparent)]
+    RestoreWal(#[from] RestoreWalError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     /// Writing a command's report to stdout failed (a closed pipe is [`Error::is_broken_pipe`]).
     #[error("writing {what}")]
     Output {
@@ -93,6 +100,9 @@ impl OperatorHint for Error {
             Error::Init(error) => error.hint(),
             Error::Sync(error) => error.hint(),
             Error::NewSeries(error) => error.hint(),
+            Error::Restore(error) => error.hint(),
+            Error::RestoreWal(error) => error.hint(),
+            Error::Replay(error) => error.hint(),
             Error::Output { .. } => None,
         }
     }

@@ -11,6 +11,9 @@
 //! - [`sync`]: `pgbak sync`, the session loop and one module per action (base backup, backup
 //!   script, directories), with the sync's log and lock.
 //! - [`report`]: `pgbak status`: collect (I/O), analyse (pure), render.
+//! - [`restore`]: writing a data directory from a backup (S-8.1): DEST, safe extraction of
+//!   `base.tzst`, WAL decompressed and verified in parallel, recovery settings, the final
+//!   sync, `--replay`; and the `restore_command`'s write of one WAL file (S-8.1.1).
 //! - [`config`]: `config.toml`: parse, validate, the documented key table.
 //! - [`home`]: `$PGBAK` itself: finding and checking it, strict modes, the name of every entry
 //!   in it, opening its journal, the tree scan.
@@ -31,6 +34,7 @@ pub mod journal;
 pub mod machine;
 pub mod os;
 pub mod report;
+pub mod restore;
 pub mod sync;
 pub mod timestamp;
 pub mod wal_header;
