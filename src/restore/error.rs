@@ -252,7 +252,7 @@ impl OperatorHint for ReplayError {
     fn hint(&self) -> Option<String> {
         match self {
             ReplayError::AsRoot | ReplayError::NotOwner { .. } => Some(
-                "run pgbak restore as the owner of the data directory, e.g. `runuser -u postgres -- pgbak restore …`".into(),
+                "run pgbak restore as the owner of the data directory, e.g. runuser -u postgres -- pgbak restore ...".into(),
             ),
             ReplayError::Start { .. } => Some(
                 "give the directory of the PostgreSQL binaries with --pg-bin DIR".into(),

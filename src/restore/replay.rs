@@ -19,13 +19,17 @@
 //!   layout) if it exists for the major version in `DEST/PG_VERSION`; else `postgres` and
 //!   `pg_controldata` from `PATH`.
 //! - `pg_controldata` runs with `LC_ALL=C`: its labels are translated otherwise.
-//! - Where replay ended: "Latest checkpoint location". After a clean single-user run the
-//!   latest checkpoint is the shutdown checkpoint written when postgres exited, the first
-//!   record after the end-of-recovery checkpoint that follows the last replayed record; no
-//!   other field is closer to the end of replay. "Minimum recovery ending location" is not
-//!   it: PostgreSQL resets it to 0/0 once recovery has finished (it only means something while
-//!   a standby or an interrupted archive recovery is still replaying). The cluster state must
-//!   read "shut down", else the run did not end as it should and that is an error.
+//! - Where replay ended: "Latest checkpoint location" of `pg_controldata`. After a clean
+//!   single-user run the latest checkpoint is the shutdown checkpoint written when postgres
+//!   exited; only the end-of-recovery checkpoint (and, when the last replayed segment ended in
+//!   a switch record, the rest of that segment) lies between it and the last replayed record,
+//!   so it is the first position after the replayed WAL, and no field of `pg_control` is
+//!   closer. "Minimum recovery ending location" is not it: PostgreSQL resets it to 0/0 once
+//!   recovery has finished (it only means something while a standby or an interrupted archive
+//!   recovery is still replaying). The exact start of the last replayed record is in
+//!   postgres's own log line `redo done at X/Y`, read too when present (it is translated
+//!   when `lc_messages` is not English, so it is optional). The cluster state must read
+//!   "shut down", else the run did not end as it should and that is an error.
 
 use crate::os::child_output::{LongLines, OutputRules};
 use crate::os::process_group::{ChildGroup, GroupOptions, StandardOutput, describe_exit};
@@ -59,6 +63,8 @@ pub struct ReplayReport {
     /// How DEST was made durable afterwards; `None` with `--no-sync`.
     pub sync: Option<SyncMethod>,
     pub control: ControlData,
+    /// From postgres's log line `redo done at X/Y`: the start of the last record replayed.
+    pub redo_done_lsn: Option<String>,
 }
 
 /// The fields of `pg_controldata` that say where replay ended (see the module header).
@@ -132,6 +138,7 @@ pub fn replay(dest: &Path, pg_bin: Option<&Path>, sync: bool) -> Result<ReplayRe
         });
     }
     let replay_seconds = started.elapsed().as_secs_f64();
+    let redo_done_lsn = output.iter().find_map(|line| redo_done_at(line));
     let sync = if sync {
         Some(sync_tree(dest).map_err(|source| ReplayError::Io {
             path: dest.to_owned(),
@@ -173,7 +180,15 @@ pub fn replay(dest: &Path, pg_bin: Option<&Path>, sync: bool) -> Result<ReplayRe
         replay_seconds,
         sync,
         control,
+        redo_done_lsn,
     })
+}
+
+/// `X/Y` from postgres's `LOG:  redo done at X/Y system usage: …`.
+fn redo_done_at(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("redo done at ")?;
+    let lsn = rest.split_whitespace().next()?;
+    lsn.contains('/').then(|| lsn.to_owned())
 }
 
 /// Where `program` (`postgres`, `pg_controldata`) is taken from (see the module header).
@@ -263,6 +278,13 @@ mod tests {
                 timeline: Some(1),
             }
         );
+    }
+
+    #[test]
+    fn the_log_line_gives_the_last_replayed_record() {
+        let line = "2026-12-02 14:30:29.132 UTC [16370] LOG:  redo done at 0/2000100 system usage: CPU: user: 0.00 s";
+        assert_eq!(redo_done_at(line), Some("0/2000100".into()));
+        assert_eq!(redo_done_at("LOG:  redo starts at 0/2000028"), None);
     }
 
     #[test]

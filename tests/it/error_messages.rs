@@ -1,6 +1,6 @@
 //! Snapshot of every error an operator can see: for each variant, the line `main.rs` prints
 //! (`pgbak: ` and [`pgbak::error::one_line`], the error and its causes) and its `hint:`,
-//! exactly (94 rows). A change to any message or hint shows up here as a one-row diff; a cause printed
+//! exactly (104 rows). A change to any message or hint shows up here as a one-row diff; a cause printed
 //! twice (in the message and again as the source) would show up as a repeated phrase.
 //!
 //! The errors come through `pgbak::Error`, as commands return them, so the hint is the one
@@ -22,6 +22,7 @@ use pgbak::home::tree_scan::ScanError;
 use pgbak::journal::{IoAction, JournalError, RebuildReason};
 use pgbak::os::lock::{LockError, LockRange};
 use pgbak::report::ReportError;
+use pgbak::restore::{ReplayError, RestoreError, RestoreWalError, WalDamage};
 use pgbak::sync::SessionError;
 use pgbak::sync::base_backup::BaseBackupError;
 use pgbak::sync::script::ScriptStartError;
@@ -519,6 +520,56 @@ fn rows() -> Vec<(String, String)> {
             path: path("/pgbak/scripts/backup"),
             error: os(Errno::ETXTBSY),
         }),
+        // pgbak restore and restore-wal (S-8.1, S-8.1.1).
+        command(RestoreError::DestNotEmpty {
+            dest: path("/srv/data"),
+        }),
+        command(RestoreError::DestParentMissing {
+            dest: path("/srv/data"),
+            parent: path("/srv"),
+        }),
+        command(RestoreError::UnsafeMember {
+            base: path("/pgbak/20261202T140300Z/base.tzst"),
+            member: "pg_tblspc/16384".into(),
+            problem: "a symlink to /etc, outside the destination (pgbak restores no tablespaces)"
+                .into(),
+        }),
+        command(RestoreError::BaseDamaged {
+            base: path("/pgbak/20261202T140300Z/base.tzst"),
+            source: io::Error::other("Data corruption detected"),
+        }),
+        command(RestoreError::DiskFull {
+            dest: path("/srv/data"),
+            written_bytes: 1_048_576,
+            pending_wal_bytes: 33_554_432,
+            source: os(Errno::ENOSPC),
+        }),
+        command(RestoreError::Cleanup {
+            dest: path("/srv/data"),
+            failure:
+                "destination /srv/data: no space left on the device after writing 1048576 bytes"
+                    .into(),
+            source: os(Errno::EBUSY),
+        }),
+        command(RestoreWalError::Damaged {
+            source_zst: path("/pgbak/20261202T140300Z/pg_wal/000000010000000000000003.zst"),
+            name: pgbak::wal_name::WalFileName::parse(&seg).unwrap(),
+            problem: WalDamage::WrongTimeline {
+                expected: 1,
+                found: 2,
+            },
+        }),
+        command(RestoreWalError::Io {
+            path: path("/srv/data/pg_wal/.RECOVERYXLOG.pgbak-42"),
+            operation: "writing",
+            source: os(Errno::ENOSPC),
+        }),
+        command(ReplayError::AsRoot),
+        command(ReplayError::PostgresFailed {
+            dest: path("/srv/data"),
+            exit: "exited with status 1".into(),
+            output: "FATAL:  could not locate required checkpoint record".into(),
+        }),
     ]
 }
 
@@ -927,5 +978,45 @@ const EXPECTED: &[(&str, &str)] = &[
     (
         "pgbak: backup script /pgbak/scripts/backup could not be started: Text file busy (os error 26)",
         "",
+    ),
+    (
+        "pgbak: destination /srv/data: exists and is not an empty directory",
+        "hint: give a path that does not exist yet, or an empty directory: pgbak restore never writes over files",
+    ),
+    (
+        "pgbak: destination /srv/data: its parent directory /srv does not exist",
+        "hint: create /srv first",
+    ),
+    (
+        "pgbak: /pgbak/20261202T140300Z/base.tzst: member \"pg_tblspc/16384\": a symlink to /etc, outside the destination (pgbak restores no tablespaces)",
+        "hint: pg_basebackup never writes such a member: this base.tzst was altered or is not a base backup; nothing was written outside the destination",
+    ),
+    (
+        "pgbak: /pgbak/20261202T140300Z/base.tzst: damaged or incomplete (zstd or tar stream): Data corruption detected",
+        "hint: restore from another backup directory (--from), or from another copy of /pgbak/20261202T140300Z/base.tzst",
+    ),
+    (
+        "pgbak: destination /srv/data: no space left on the device after writing 1048576 bytes: No space left on device (os error 28)",
+        "hint: free space on the destination's file system (at least 33554432 more bytes of WAL were still to come), or restore elsewhere",
+    ),
+    (
+        "pgbak: destination /srv/data: the restore failed (destination /srv/data: no space left on the device after writing 1048576 bytes), and removing what it wrote failed: Device or resource busy (os error 16)",
+        "hint: remove /srv/data by hand before restoring again: it is not a usable data directory",
+    ),
+    (
+        "pgbak: /pgbak/20261202T140300Z/pg_wal/000000010000000000000003.zst: 000000010000000000000003 is damaged: its page header says timeline 2, its name says timeline 1",
+        "hint: restore this file from another copy of the backup (--from), or end recovery before it",
+    ),
+    (
+        "pgbak: writing /srv/data/pg_wal/.RECOVERYXLOG.pgbak-42: No space left on device (os error 28)",
+        "hint: free space on the destination's file system",
+    ),
+    (
+        "pgbak: --replay: refusing to run postgres as root (PostgreSQL refuses to run as root)",
+        "hint: run pgbak restore as the owner of the data directory, e.g. runuser -u postgres -- pgbak restore ...",
+    ),
+    (
+        "pgbak: --replay: postgres --single on /srv/data exited with status 1; its last output: FATAL:  could not locate required checkpoint record",
+        "hint: the restored data directory /srv/data stays as it is; start PostgreSQL on it by hand to see what recovery says",
     ),
 ];
