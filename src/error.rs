@@ -19,6 +19,7 @@
 //! cause; a reader that closed stdout is not an error of pgbak's ([`Error::is_broken_pipe`]).
 
 use crate::archive::ArchiveError;
+use crate::backup_copy::BackupCopyError;
 use crate::commands::init::InitError;
 use crate::commands::new_series::NewSeriesError;
 use crate::commands::sync::SyncError;
@@ -54,6 +55,8 @@ pub enum Error {
     Sync(#[from] SyncError),
     #[error(transparent)]
     NewSeries(#[from] NewSeriesError),
+    #[error(transparent)]
+    BackupCopy(#[from] BackupCopyError),
     /// Writing a command's report to stdout failed (a closed pipe is [`Error::is_broken_pipe`]).
     #[error("writing {what}")]
     Output {
@@ -93,6 +96,7 @@ impl OperatorHint for Error {
             Error::Init(error) => error.hint(),
             Error::Sync(error) => error.hint(),
             Error::NewSeries(error) => error.hint(),
+            Error::BackupCopy(error) => error.hint(),
             Error::Output { .. } => None,
         }
     }
