@@ -15,14 +15,14 @@ use super::backup_history::BackupHistory;
 use super::error::BackupCopyError;
 use super::history::TimelineHistory;
 use super::lsn::SegmentSize;
-use crate::archive::stored_content_bytes;
+use crate::archive::{describe_file_type, stored_content_bytes};
 use crate::home::names::WAL_DIRECTORY_NAME;
 use crate::wal_header::{LONG_PAGE_HEADER_BYTES, LongPageHeader};
 use crate::wal_name::{WalFileKind, WalFileName};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A history or backup history file larger than this is not one (PostgreSQL writes one line
@@ -67,23 +67,6 @@ pub struct WalIndex {
     files: BTreeMap<WalFileName, WalLocation>,
     pub irregular: Vec<IrregularEntry>,
     pub conflicting: Vec<ConflictingCopies>,
-}
-
-/// What a file type is, for messages: "a symbolic link", "a directory", …
-pub(crate) fn describe_file_type(file_type: fs::FileType) -> &'static str {
-    if file_type.is_symlink() {
-        "a symbolic link"
-    } else if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_block_device() || file_type.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    }
 }
 
 impl WalIndex {

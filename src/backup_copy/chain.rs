@@ -312,28 +312,14 @@ mod tests {
 
     const MIB_16: SegmentSize = SegmentSize::DEFAULT;
 
-    /// Timeline 1 from the base's segment 2, a failover at 0/5000100 (timeline 1's last segment
-    /// archived as `.partial`), timeline 2 going on to segment 7.
-    const FAILOVER: &[&str] = &[
-        "000000010000000000000002",
-        "000000010000000000000003",
-        "000000010000000000000004",
-        "000000010000000000000005.partial",
-        "00000002.history",
-        "000000020000000000000005",
-        "000000020000000000000006",
-        "000000020000000000000007",
-    ];
+    use crate::backup_copy::history::{FAILOVER_FILES as FAILOVER, SWITCH_TO_2};
 
     fn histories(files: &[(u32, &str)]) -> BTreeMap<u32, TimelineHistory> {
-        files
-            .iter()
-            .map(|(timeline, text)| (*timeline, TimelineHistory::parse(*timeline, text).unwrap()))
-            .collect()
+        crate::backup_copy::history::histories_of(files)
     }
 
     fn failover_histories() -> BTreeMap<u32, TimelineHistory> {
-        histories(&[(2, "1\t0/5000100\tno recovery target specified\n")])
+        histories(&[(2, SWITCH_TO_2)])
     }
 
     const BASE: BasePosition = BasePosition {

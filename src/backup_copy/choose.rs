@@ -18,9 +18,14 @@
 //! server's `TimeZone` that PostgreSQL would apply is not known here.
 
 use super::backup_history::BackupHistory;
+use super::catalog::{WalIndex, base_backup_history};
+use super::chain::{BasePosition, ChainTarget, TimelineChoice, check_chain};
 use super::error::BackupCopyError;
-use super::lsn::Lsn;
+use super::history::TimelineHistory;
+use super::lsn::{Lsn, SegmentSize};
+use super::source::Source;
 use crate::timestamp::{DirectoryName, UnixMillis};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Why a time text is not accepted.
@@ -270,6 +275,44 @@ pub fn choose(
     }
 }
 
+/// The candidates of `source` for [`choose`]: every directory with a base backup and a
+/// `TIMESTAMP` name, with its backup history file and whether its chain to the newest WAL on
+/// `timeline` is whole (a base without a backup history file has no known start: not whole).
+pub fn gather_candidates(
+    source: &Source,
+    index: &WalIndex,
+    histories: &BTreeMap<u32, TimelineHistory>,
+    segment_size: SegmentSize,
+    timeline: TimelineChoice,
+) -> Result<Vec<Candidate>, BackupCopyError> {
+    let mut candidates = Vec::new();
+    for directory in source.bases() {
+        let Some(name) = directory.name else {
+            continue;
+        };
+        let history = base_backup_history(&directory.path)?.map(|(_, history)| history);
+        let chain_whole = match &history {
+            Some(history) => check_chain(
+                index,
+                histories,
+                segment_size,
+                &BasePosition::from(history),
+                ChainTarget::Newest,
+                timeline,
+            )
+            .is_ok_and(|chain| chain.is_whole()),
+            None => false,
+        };
+        candidates.push(Candidate {
+            name,
+            path: directory.path.clone(),
+            history,
+            chain_whole,
+        });
+    }
+    Ok(candidates)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,5 +518,57 @@ mod tests {
         let newest = choose(&three(), &RecoveryTarget::Immediate).unwrap();
         assert_eq!(newest.name.to_string(), "20261203T000000Z");
         assert!(choose(&[], &RecoveryTarget::Immediate).is_err());
+    }
+
+    #[test]
+    fn candidates_come_from_the_bases_and_their_backup_history_files() {
+        use crate::backup_copy::catalog::fixture::stored;
+        let scratch = crate::test_support::ScratchDirectory::new("choose-gather");
+        let backup = |start: &str, segment: &str| {
+            format!(
+                "START WAL LOCATION: {start} (file {segment})\nSTOP WAL LOCATION: {start} (file {segment})\nSTART TIMELINE: 1\nSTOP TIME: 2026-12-02 14:03:05 UTC\n"
+            )
+        };
+        let old = scratch.0.join("20261201T000000Z");
+        let new = scratch.0.join("20261202T000000Z");
+        stored(
+            &old,
+            "000000010000000000000002.00000028.backup",
+            backup("0/2000028", "000000010000000000000002").as_bytes(),
+        );
+        stored(&old, "000000010000000000000002", b"two");
+        stored(
+            &new,
+            "000000010000000000000004.00000028.backup",
+            backup("0/4000028", "000000010000000000000004").as_bytes(),
+        );
+        stored(&new, "000000010000000000000004", b"four");
+        for directory in [&old, &new] {
+            std::fs::write(directory.join("base.tzst"), b"base").unwrap();
+        }
+        let source = Source::resolve(Some(&scratch.0), None).unwrap();
+        let index = WalIndex::build(&source.pool()).unwrap();
+        let candidates = gather_candidates(
+            &source,
+            &index,
+            &BTreeMap::new(),
+            SegmentSize::DEFAULT,
+            TimelineChoice::Latest,
+        )
+        .unwrap();
+        let whole: Vec<(String, bool)> = candidates
+            .iter()
+            .map(|c| (c.name.to_string(), c.chain_whole))
+            .collect();
+        // The older base misses segment 3 on its way to the newest segment.
+        assert_eq!(
+            whole,
+            [
+                ("20261202T000000Z".to_owned(), true),
+                ("20261201T000000Z".to_owned(), false)
+            ]
+        );
+        let choice = choose(&candidates, &RecoveryTarget::Name("x".into())).unwrap();
+        assert_eq!(choice.name.to_string(), "20261202T000000Z");
     }
 }

@@ -159,6 +159,35 @@ pub struct TimelineSpan {
     pub end: Option<Lsn>,
 }
 
+/// A failover, as the archive holds it: timeline 1 up to segment 4 and its last segment as
+/// `.partial`, the history file of timeline 2 ([`SWITCH_TO_2`]: switch at 0/5000100, inside
+/// segment 5), timeline 2 from segment 5 to 7. For the tests of this room.
+#[cfg(test)]
+pub(crate) const FAILOVER_FILES: &[&str] = &[
+    "000000010000000000000001",
+    "000000010000000000000002",
+    "000000010000000000000003",
+    "000000010000000000000004",
+    "000000010000000000000005.partial",
+    "00000002.history",
+    "000000020000000000000005",
+    "000000020000000000000006",
+    "000000020000000000000007",
+];
+#[cfg(test)]
+pub(crate) const SWITCH_TO_2: &str = "1\t0/5000100\tno recovery target specified\n";
+
+/// The parsed history files of `(timeline, text)` pairs, for the tests of this room.
+#[cfg(test)]
+pub(crate) fn histories_of(
+    files: &[(u32, &str)],
+) -> std::collections::BTreeMap<u32, TimelineHistory> {
+    files
+        .iter()
+        .map(|(timeline, text)| (*timeline, TimelineHistory::parse(*timeline, text).unwrap()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

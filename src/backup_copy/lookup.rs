@@ -27,10 +27,11 @@
 //! a history file damaged) is an error, never the end of the archive: not being able to look
 //! is not proof that nothing is there.
 
-use super::catalog::{WalIndex, describe_file_type};
+use super::catalog::WalIndex;
 use super::error::BackupCopyError;
 use super::history::TimelineHistory;
 use super::lsn::{Lsn, SegmentSize};
+use crate::archive::describe_file_type;
 use crate::home::names::WAL_DIRECTORY_NAME;
 use crate::wal_name::{WalFileKind, WalFileName};
 use std::collections::BTreeMap;
@@ -156,26 +157,10 @@ mod tests {
     use crate::backup_copy::catalog::fixture::{segment, stored};
     use crate::test_support::ScratchDirectory;
 
-    /// Timeline 1 up to segment 4 and its last segment as `.partial`, the failover's history
-    /// file (switch at 0/5000100, inside segment 5), timeline 2 from segment 5 to 7.
-    const FAILOVER: &[&str] = &[
-        "000000010000000000000001",
-        "000000010000000000000002",
-        "000000010000000000000003",
-        "000000010000000000000004",
-        "000000010000000000000005.partial",
-        "00000002.history",
-        "000000020000000000000005",
-        "000000020000000000000006",
-        "000000020000000000000007",
-    ];
-    const SWITCH_TO_2: &str = "1\t0/5000100\tno recovery target specified\n";
+    use crate::backup_copy::history::{FAILOVER_FILES as FAILOVER, SWITCH_TO_2};
 
     fn histories(files: &[(u32, &str)]) -> BTreeMap<u32, TimelineHistory> {
-        files
-            .iter()
-            .map(|(timeline, text)| (*timeline, TimelineHistory::parse(*timeline, text).unwrap()))
-            .collect()
+        crate::backup_copy::history::histories_of(files)
     }
 
     /// The decision for `name` in a pool holding `files` minus `without`.

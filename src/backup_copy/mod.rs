@@ -29,7 +29,9 @@ pub mod source;
 pub use backup_history::{BackupHistory, BackupTime};
 pub use catalog::{SegmentSizeFinding, WalIndex, WalLocation, base_backup_history};
 pub use chain::{BasePosition, Chain, ChainSegment, ChainTarget, TimelineChoice, check_chain};
-pub use choose::{Candidate, Choice, RecoveryTarget, choose, format_utc, parse_zoned_time};
+pub use choose::{
+    Candidate, Choice, RecoveryTarget, choose, format_utc, gather_candidates, parse_zoned_time,
+};
 pub use error::BackupCopyError;
 pub use history::TimelineHistory;
 pub use lookup::{Lookup, lookup};
