@@ -19,6 +19,7 @@
 //! cause; a reader that closed stdout is not an error of pgbak's ([`Error::is_broken_pipe`]).
 
 use crate::archive::ArchiveError;
+use crate::backup_copy::BackupCopyError;
 use crate::commands::init::InitError;
 use crate::commands::new_series::NewSeriesError;
 use crate::commands::sync::SyncError;
@@ -61,6 +62,8 @@ pub enum Error {
     RestoreWal(#[from] RestoreWalError),
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    #[error(transparent)]
+    BackupCopy(#[from] BackupCopyError),
     /// Writing a command's report to stdout failed (a closed pipe is [`Error::is_broken_pipe`]).
     #[error("writing {what}")]
     Output {
@@ -103,6 +106,7 @@ impl OperatorHint for Error {
             Error::Restore(error) => error.hint(),
             Error::RestoreWal(error) => error.hint(),
             Error::Replay(error) => error.hint(),
+            Error::BackupCopy(error) => error.hint(),
             Error::Output { .. } => None,
         }
     }

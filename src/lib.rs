@@ -17,6 +17,9 @@
 //! - [`config`]: `config.toml`: parse, validate, the documented key table.
 //! - [`home`]: `$PGBAK` itself: finding and checking it, strict modes, the name of every entry
 //!   in it, opening its journal, the tree scan.
+//! - [`backup_copy`]: reading a backup copy without the journal (`$PGBAK`, one directory, an
+//!   offsite copy): the WAL pool, the chain check across timelines, which directory to restore
+//!   from, and `restore-wal`'s answer for one file.
 //! - [`os`]: operating-system primitives: durable files, OFD locks, the clock, signals,
 //!   bounded reads, process groups, detaching.
 //!
@@ -24,6 +27,7 @@
 //! arguments, runs a command and maps its error to an exit code.
 
 pub mod archive;
+pub mod backup_copy;
 pub mod commands;
 pub mod config;
 pub mod error;

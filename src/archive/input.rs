@@ -167,8 +167,12 @@ pub(super) fn size_problem(kind: WalFileKind, size: u64) -> Option<&'static str>
     }
 }
 
-pub(super) fn describe_file_type(file_type: std::fs::FileType) -> &'static str {
-    if file_type.is_dir() {
+/// What a file is when it is not a regular file, for messages (`…: a FIFO, not a regular
+/// file`). Also used by `backup_copy`, which reports links it will not follow.
+pub(crate) fn describe_file_type(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_dir() {
         "a directory"
     } else if file_type.is_fifo() {
         "a FIFO"

@@ -83,6 +83,7 @@ use compress::compress;
 pub use conflicts::{ConflictsUsage, conflicts_usage};
 pub use error::{ArchiveError, RejectedCopy, StorageFullCause};
 pub use frames::stored_content_bytes;
+pub(crate) use input::describe_file_type;
 pub use input::guard_against_truncation;
 use input::read_input;
 use store::Store;

@@ -70,11 +70,11 @@ pub fn stored_wal_files(
     Ok(files)
 }
 
-/// Scans `$PGBAK`. A directory that vanishes during the scan (a failed one being removed) is
-/// skipped, not an error.
-pub fn scan(pgbak: &Path) -> Result<TreeScan, ScanError> {
+/// The `TIMESTAMP/` directories in `pgbak` (or in a copy of it), oldest first: entries whose
+/// name parses as a [`DirectoryName`] and that are directories themselves, not links. One that
+/// vanishes during the listing (a failed one being removed) is skipped, not an error.
+pub fn timestamp_directories(pgbak: &Path) -> Result<Vec<(DirectoryName, PathBuf)>, ScanError> {
     let mut directories = Vec::new();
-    let mut distinct_names = std::collections::BTreeSet::new();
     for entry in fs::read_dir(pgbak).map_err(scan_error(pgbak))? {
         let entry = entry.map_err(scan_error(pgbak))?;
         let Some(name) = entry.file_name().to_str().and_then(DirectoryName::parse) else {
@@ -82,11 +82,22 @@ pub fn scan(pgbak: &Path) -> Result<TreeScan, ScanError> {
         };
         let path = entry.path();
         match fs::symlink_metadata(&path) {
-            Ok(metadata) if metadata.is_dir() => {}
+            Ok(metadata) if metadata.is_dir() => directories.push((name, path)),
             Ok(_) => continue,
             Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
             Err(error) => return Err(scan_error(&path)(error)),
         }
+    }
+    directories.sort();
+    Ok(directories)
+}
+
+/// Scans `$PGBAK`. A directory that vanishes during the scan (a failed one being removed) is
+/// skipped, not an error.
+pub fn scan(pgbak: &Path) -> Result<TreeScan, ScanError> {
+    let mut directories = Vec::new();
+    let mut distinct_names = std::collections::BTreeSet::new();
+    for (name, path) in timestamp_directories(pgbak)? {
         let base = match fs::symlink_metadata(path.join(BASE_FILE_NAME)) {
             Ok(metadata) if metadata.is_file() => Some((
                 metadata.len(),
