@@ -8,7 +8,9 @@
 # load with pgbench, lets pgbak take the base backup and ship everything with an example backup
 # script (examples/ship-to-directory) into an "offsite" directory, restores the offsite copy
 # into a second data directory with stock tar and zstd (the README's recipe), and shows that the
-# data match. It prints `pgbak status` along the way. Everything lives in one directory under
+# data match. Then it drops a table by mistake, ships that too, and undoes the mistake with one
+# `pgbak restore --target-time` from the offsite copy alone (point-in-time recovery), showing
+# the table back and the data equal. It prints `pgbak status` along the way. Everything lives in one directory under
 # /tmp, removed at the end, also when interrupted (Ctrl-C) or when a step fails.
 #
 # PostgreSQL refuses to run as root: as root, the servers and pgbak run as the `postgres` OS
@@ -36,14 +38,14 @@ if [ "$(id -u)" -eq 0 ]; then
 else
   as_pg() { "$@"; }
 fi
-data=$work/data restored=$work/restored socket=$work/socket
+data=$work/data restored=$work/restored pitr=$work/pitr socket=$work/socket
 pgbak_dir=$work/pgbak offsite=$work/offsite
-port=5432 restored_port=5433 # on a private socket directory: no clash with other servers
+port=5432 restored_port=5433 pitr_port=5434 # on a private socket directory: no clash with other servers
 
 cleanup() {
   trap - EXIT INT TERM
   step "cleaning up $work"
-  for dir in "$restored" "$data"; do
+  for dir in "$pitr" "$restored" "$data"; do
     [ -f "$dir/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null 2>&1
   done
   # The sync pgbak started in the background, if it is still shipping.
@@ -123,5 +125,34 @@ if [ "$source_result" = "$restored_result" ]; then
   printf '\033[1;32mMATCH: the offsite copy alone restores exactly the source data\033[0m\n'
 else
   printf '\033[1;31mMISMATCH\033[0m\n'
+  exit 1
+fi
+as_pg "$bin/pg_ctl" -D "$restored" -m fast -w stop >/dev/null
+
+step "a mistake: DROP TABLE written_after_load (the time just before it is kept)"
+before_drop=$(psql_at "$port" "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+sleep 1
+psql_at "$port" "drop table written_after_load"
+psql_at "$port" "select pg_switch_wal()" >/dev/null
+pgbak wait 300
+echo "just before the drop: $before_drop"
+
+step "undoing it from the OFFSITE copy: pgbak restore --target-time (point-in-time recovery)"
+# The one command (as the PostgreSQL OS user; PGBAK need not be set for a copy):
+#   pgbak restore DEST --from COPY --target-time TIME --target-action promote
+as_pg "$work/bin/pgbak" restore "$pitr" --from "$backup" --target-time "$before_drop" --target-action promote
+as_pg "$bin/pg_ctl" -D "$pitr" -l "$work/pitr.log" -w -t 120 \
+  -o "-p $pitr_port -c archive_mode=off -c unix_socket_directories=$socket" start >/dev/null
+for _ in $(seq 120); do # the server promotes once it reaches the target
+  [ "$(psql_at "$pitr_port" "select pg_is_in_recovery()")" = f ] && break
+  sleep 0.5
+done
+pitr_result=$(psql_at "$pitr_port" "$query")
+echo "source before the drop: $source_result"
+echo "point in time restored: $pitr_result"
+if [ "$source_result" = "$pitr_result" ]; then
+  printf '\033[1;32mMATCH: the dropped table is back, restored from the offsite copy to the second before the DROP\033[0m\n'
+else
+  printf '\033[1;31mMISMATCH after the point-in-time restore\033[0m\n'
   exit 1
 fi

@@ -22,6 +22,8 @@ use crate::archive::ArchiveError;
 use crate::backup_copy::BackupCopyError;
 use crate::commands::init::InitError;
 use crate::commands::new_series::NewSeriesError;
+use crate::commands::restore::RestoreCommandError;
+use crate::commands::restore_wal::HoleInArchive;
 use crate::commands::sync::SyncError;
 use crate::config::ConfigError;
 use crate::hint::OperatorHint;
@@ -64,6 +66,10 @@ pub enum Error {
     Replay(#[from] ReplayError),
     #[error(transparent)]
     BackupCopy(#[from] BackupCopyError),
+    #[error(transparent)]
+    RestoreCommand(#[from] RestoreCommandError),
+    #[error(transparent)]
+    HoleInArchive(#[from] HoleInArchive),
     /// Writing a command's report to stdout failed (a closed pipe is [`Error::is_broken_pipe`]).
     #[error("writing {what}")]
     Output {
@@ -107,6 +113,8 @@ impl OperatorHint for Error {
             Error::RestoreWal(error) => error.hint(),
             Error::Replay(error) => error.hint(),
             Error::BackupCopy(error) => error.hint(),
+            Error::RestoreCommand(error) => error.hint(),
+            Error::HoleInArchive(error) => error.hint(),
             Error::Output { .. } => None,
         }
     }

@@ -4,7 +4,9 @@
 //! `pgbak: <subject>: <problem>` and, where the operator can act, a second line `hint: …`.
 //! Invariants: every outcome exits 0 or 1 (S-2.5: PostgreSQL treats exit codes above 125 from
 //! `archive_command` as fatal for the archiver); a panic is caught, reported in one line and
-//! exits 1 — the release profile unwinds, it never aborts.
+//! exits 1 — the release profile unwinds, it never aborts. The one exception is `restore-wal`,
+//! the `restore_command` (S-8.1.1): there 1 means "end of the archive" and makes PostgreSQL
+//! promote, so every failure of it — a usage error and a panic included — exits 200 instead.
 
 use clap::{Parser, Subcommand};
 use pgbak::commands;
@@ -81,6 +83,28 @@ enum Command {
     /// Start a new backup series for a new cluster (after pg_upgrade or a new initdb): forget
     /// the recorded system identifier and seal the current directory.
     NewSeries,
+    /// Prepare a data directory from a backup: the restore recipe in one command (S-8.1).
+    ///
+    /// Without a target: the base backup and every WAL file of the chain, as the manual recipe
+    /// does. With a target or --standby: the base backup, recovery.signal or standby.signal, and
+    /// restore_command = 'pgbak restore-wal %f %p --from SOURCE'. The WAL chain is checked whole
+    /// before anything is written.
+    Restore(RestoreArgs),
+    /// The restore_command: write archived WAL file NAME to PATH (S-8.1.1).
+    ///
+    /// Exit status: 0 when written; 1 when NAME is not archived and nothing later on its
+    /// timeline is (the end of the archive); 200 when it is damaged, missing while later
+    /// segments exist, or on any other error, so that PostgreSQL aborts recovery instead of
+    /// ending it early.
+    RestoreWal {
+        /// The file PostgreSQL asks for (%f).
+        name: String,
+        /// Where PostgreSQL wants it (%p), relative to the data directory.
+        path: std::path::PathBuf,
+        /// A backup directory, a copy of $PGBAK, or $PGBAK itself (the default).
+        #[arg(long, value_name = "PATH")]
+        from: Option<std::path::PathBuf>,
+    },
     /// Internal: leads the backup script's process group for the sync (see
     /// src/sync/script_guardian.rs). Not for operators.
     #[command(name = "__script-guardian", hide = true)]
@@ -89,6 +113,93 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("target").args(
+    ["target_time", "target_lsn", "target_name", "target_xid", "target_immediate"]
+)))]
+struct RestoreArgs {
+    /// The data directory to create; it must not exist or be empty.
+    dest: std::path::PathBuf,
+    /// The backup: a TIMESTAMP directory of $PGBAK, or a PATH (a backup directory, or a copy of
+    /// $PGBAK). Default: $PGBAK/current, or with a target the directory pgbak picks.
+    #[arg(long, value_name = "TIMESTAMP|PATH")]
+    from: Option<std::ffi::OsString>,
+    /// Recover to this time, with its zone: '2026-12-02 14:03:00+00'.
+    #[arg(long, value_name = "TIME")]
+    target_time: Option<String>,
+    /// Recover to this WAL location: 0/5000100.
+    #[arg(long, value_name = "LSN")]
+    target_lsn: Option<String>,
+    /// Recover to this restore point (pg_create_restore_point).
+    #[arg(long, value_name = "NAME")]
+    target_name: Option<String>,
+    /// Recover to this transaction ID.
+    #[arg(long, value_name = "XID")]
+    target_xid: Option<String>,
+    /// Recover only until the base backup is consistent.
+    #[arg(long)]
+    target_immediate: bool,
+    /// What the server does at the target (PostgreSQL's default: pause).
+    #[arg(long, value_name = "ACTION", value_parser = ["pause", "promote", "shutdown"], requires = "target")]
+    target_action: Option<String>,
+    /// The timeline to recover along: latest (default), current, or a number.
+    #[arg(long, value_name = "TIMELINE")]
+    target_timeline: Option<String>,
+    /// Prepare a standby that keeps following the archive (standby.signal).
+    #[arg(long, conflicts_with = "target")]
+    standby: bool,
+    /// With --standby: the primary_conninfo to stream from as well.
+    #[arg(long, requires = "standby", value_name = "CONNINFO")]
+    primary_conninfo: Option<String>,
+    /// Run the replay too: postgres --single -F over the directory, then one sync.
+    #[arg(long, conflicts_with_all = ["target", "standby"])]
+    replay: bool,
+    /// Where postgres and pg_controldata are, for --replay (default: from PG_VERSION).
+    #[arg(long, requires = "replay", value_name = "DIR")]
+    pg_bin: Option<std::path::PathBuf>,
+    /// Threads decompressing WAL (default: the cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: Option<u16>,
+    /// Skip the final sync (faster; sync yourself before relying on the directory).
+    #[arg(long)]
+    no_sync: bool,
+    /// Restore even though WAL is missing: recovery stops at the first gap.
+    #[arg(long)]
+    allow_gap: bool,
+    /// Print what was restored as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RestoreArgs {
+    fn into_request(self) -> commands::restore::RestoreRequest {
+        use commands::restore::TargetArgument;
+        let target = if self.target_immediate {
+            Some(TargetArgument::Immediate)
+        } else {
+            (self.target_time.map(TargetArgument::Time))
+                .or(self.target_lsn.map(TargetArgument::Lsn))
+                .or(self.target_name.map(TargetArgument::Name))
+                .or(self.target_xid.map(TargetArgument::Xid))
+        };
+        commands::restore::RestoreRequest {
+            dest: self.dest,
+            from: self.from,
+            target,
+            target_action: self.target_action,
+            target_timeline: self.target_timeline,
+            standby: self.standby,
+            primary_conninfo: self.primary_conninfo,
+            replay: self.replay,
+            pg_bin: self.pg_bin,
+            jobs: self.jobs,
+            sync: !self.no_sync,
+            allow_gap: self.allow_gap,
+            json: self.json,
+        }
+    }
 }
 
 fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode, pgbak::Error> {
@@ -145,6 +256,28 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode, pgbak::Error> 
             let home = PgbakHome::from_process_environment()?;
             commands::new_series::run(&home, out)?;
         }
+        Command::Restore(args) => {
+            let pgbak_home = std::env::var_os("PGBAK").map(std::path::PathBuf::from);
+            let request = args.into_request();
+            let mut notes = std::io::stderr();
+            commands::restore::run(&request, pgbak_home.as_deref(), out, &mut notes)?;
+        }
+        Command::RestoreWal { name, path, from } => {
+            let pgbak_home = std::env::var_os("PGBAK").map(std::path::PathBuf::from);
+            return Ok(
+                match commands::restore_wal::run(
+                    &name,
+                    &path,
+                    from.as_deref(),
+                    pgbak_home.as_deref(),
+                )? {
+                    commands::restore_wal::RestoreWalOutcome::Written => ExitCode::SUCCESS,
+                    commands::restore_wal::RestoreWalOutcome::EndOfArchive => {
+                        ExitCode::from(commands::restore_wal::EXIT_END_OF_ARCHIVE)
+                    }
+                },
+            );
+        }
         Command::ScriptGuardian { program, args } => {
             pgbak::sync::script_guardian::run_guardian(&program, &args)
         }
@@ -186,13 +319,26 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            // --help and --version are not errors; every usage error exits 1 (S-2.5).
-            return if error.use_stderr() {
+            // --help and --version are not errors; every usage error exits 1 (S-2.5), except
+            // a restore_command written wrong, which must abort recovery, not end it (S-8.1.1).
+            let restore_wal = std::env::args_os()
+                .nth(1)
+                .is_some_and(|a| a == "restore-wal");
+            return if error.use_stderr() && restore_wal {
+                ExitCode::from(commands::restore_wal::EXIT_ABORT_RECOVERY)
+            } else if error.use_stderr() {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
             };
         }
+    };
+    // The restore_command (S-8.1.1): any failure, a panic included, must abort recovery rather
+    // than read as "end of archive".
+    let failure = if matches!(cli.command, Command::RestoreWal { .. }) {
+        ExitCode::from(commands::restore_wal::EXIT_ABORT_RECOVERY)
+    } else {
+        ExitCode::FAILURE
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let stdout = std::io::stdout();
@@ -211,8 +357,8 @@ fn main() -> ExitCode {
         Ok(Err(error)) if error.is_broken_pipe() => ExitCode::SUCCESS,
         Ok(Err(error)) => {
             report(&error);
-            ExitCode::FAILURE
+            failure
         }
-        Err(_panic) => ExitCode::FAILURE, // already reported by the hook
+        Err(_panic) => failure, // already reported by the hook
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod init;
 pub mod new_series;
+pub mod restore;
+pub mod restore_wal;
 pub mod status;
 pub mod sync;
 pub mod wait;

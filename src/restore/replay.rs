@@ -62,6 +62,8 @@ pub struct ReplayReport {
     pub replay_seconds: f64,
     /// How DEST was made durable afterwards; `None` with `--no-sync`.
     pub sync: Option<SyncMethod>,
+    /// The sync after the replay (0 with `--no-sync`).
+    pub sync_seconds: f64,
     pub control: ControlData,
     /// From postgres's log line `redo done at X/Y`: the start of the last record replayed.
     pub redo_done_lsn: Option<String>,
@@ -139,6 +141,7 @@ pub fn replay(dest: &Path, pg_bin: Option<&Path>, sync: bool) -> Result<ReplayRe
     }
     let replay_seconds = started.elapsed().as_secs_f64();
     let redo_done_lsn = output.iter().find_map(|line| redo_done_at(line));
+    let sync_started = Instant::now();
     let sync = if sync {
         Some(sync_tree(dest).map_err(|source| ReplayError::Io {
             path: dest.to_owned(),
@@ -148,6 +151,7 @@ pub fn replay(dest: &Path, pg_bin: Option<&Path>, sync: bool) -> Result<ReplayRe
     } else {
         None
     };
+    let sync_seconds = sync_started.elapsed().as_secs_f64();
     let controldata = find_program(dest, pg_bin, "pg_controldata");
     let mut command = Command::new(&controldata);
     command.arg(dest).env("LC_ALL", "C").env("LANG", "C");
@@ -179,6 +183,7 @@ pub fn replay(dest: &Path, pg_bin: Option<&Path>, sync: bool) -> Result<ReplayRe
         postgres,
         replay_seconds,
         sync,
+        sync_seconds,
         control,
         redo_done_lsn,
     })
