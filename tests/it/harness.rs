@@ -34,9 +34,6 @@ pub enum PgVersion {
 }
 
 impl PgVersion {
-    /// Both, for tests that run one scenario on each.
-    pub const ALL: [PgVersion; 2] = [PgVersion::V15, PgVersion::V18];
-
     /// The major version number, as `PG_VERSION` holds it.
     pub fn major(self) -> u32 {
         match self {
