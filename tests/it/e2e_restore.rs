@@ -294,8 +294,8 @@ fn full_restore_from_an_offsite_copy_without_pgbak(version: PgVersion) {
     assert_eq!(server.sql(EXACT), expected);
 }
 
-/// S-8.1 point in time: `--target-name` (a `pg_create_restore_point`), `--target-lsn` (from
-/// `pg_current_wal_lsn()`: 18 prints it zero-padded), `--target-time` (explicit `+00`, between
+/// S-8.1 point in time: `--target-name` (a `pg_create_restore_point`), `--target-lsn` (as
+/// `pg_current_wal_lsn()` prints it), `--target-time` (explicit `+00`, between
 /// two commits) and `--target-immediate` each stop exactly there and promote; the settings are
 /// a `recovery.signal` and a `restore_command` of `pgbak restore-wal` (S-8.1.1).
 fn point_in_time_to_time_name_lsn_and_immediate(version: PgVersion) {
@@ -407,8 +407,11 @@ fn switch_and_wait_archived(server: &Server) -> String {
 
 /// S-8.1, S-4.7: a point-in-time restore promoted (`--target-action promote`) runs on
 /// timeline 2 and, its `archive_command` being `pgbak wal %p`, archives into the same
-/// `$PGBAK` (the source is gone). A later full restore from the first directory follows
-/// timeline 2 to its end: what timeline 1 wrote after the switch point is not there.
+/// `$PGBAK` (the source is gone). A later full restore (no target) from the first directory
+/// follows timeline 2 to its end: what timeline 1 wrote after the switch point is not there.
+/// (The seed's recipe cannot do this: crash recovery replays only the timeline of the base's
+/// checkpoint, so it would bring back timeline 1's `x2` — a chain that spans timelines needs
+/// archive recovery with `recovery_target_timeline = 'latest'`, S-4.7.)
 fn a_promoted_restore_archives_timeline_2_and_a_later_restore_follows_it(version: PgVersion) {
     let mut cluster = source(version, "timelines");
     let first = current(&cluster);
