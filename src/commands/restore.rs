@@ -290,8 +290,12 @@ pub fn run(
         return Err(RestoreCommandError::NoBackupHistory(base).into());
     };
     let position = BasePosition::from(&backup_history);
-    let chain_target = match &parsed_target {
-        Some(backup_copy::RecoveryTarget::Lsn(lsn)) => ChainTarget::Lsn(*lsn),
+    // How far the WAL must be whole: to an LSN target; to the base backup's end for
+    // --target-immediate; otherwise (a time, a name, an xid: positions only replay finds, or no
+    // target) to the newest archived segment.
+    let chain_target = match (&parsed_target, position.stop) {
+        (Some(backup_copy::RecoveryTarget::Lsn(lsn)), _) => ChainTarget::Lsn(*lsn),
+        (Some(backup_copy::RecoveryTarget::Immediate), Some(stop)) => ChainTarget::Lsn(stop),
         _ => ChainTarget::Newest,
     };
     let chain = backup_copy::check_chain(
