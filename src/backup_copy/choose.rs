@@ -143,6 +143,9 @@ pub fn format_utc(at: UnixMillis) -> String {
     format!("{} {}{fraction} UTC", &rfc3339[..10], &rfc3339[11..19])
 }
 
+/// The resolution of a backup history file's `STOP TIME` (whole seconds).
+const STOP_TIME_RESOLUTION_MS: u64 = 1000;
+
 /// What the restore is asked to stop at (`--target-…`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecoveryTarget {
@@ -199,10 +202,13 @@ pub fn choose(
                 .iter()
                 .filter(|c| stop(c).and_then(|t| t.exact()).is_none());
             let skipped = unknown.count();
+            // `STOP TIME` is printed in whole seconds, cut off: the backup ended somewhere in
+            // [stop, stop + 1 s). Only a base that surely ended at or before the target will
+            // do; PostgreSQL refuses a target before the backup's end.
             let found = newest_first.iter().find(|c| {
                 stop(c)
                     .and_then(|t| t.exact())
-                    .is_some_and(|stop| stop <= *at)
+                    .is_some_and(|stop| stop.plus_millis(STOP_TIME_RESOLUTION_MS) <= *at)
             });
             let Some(candidate) = found else {
                 let stops = newest_first
@@ -455,10 +461,16 @@ mod tests {
              before the target (2026-12-02 14:10:00 UTC)"
         );
         assert_eq!(choice.path, PathBuf::from("/backups/20261202T140300Z"));
-        // Exactly at the stop time still qualifies.
-        let exact = RecoveryTarget::Time(at("2026-12-02 14:03:05Z"));
+        // STOP TIME is cut to whole seconds: a target within that second may lie before the
+        // backup's real end, so the older base is taken; one second later qualifies.
+        let same_second = RecoveryTarget::Time(at("2026-12-02 14:03:05.500Z"));
         assert_eq!(
-            choose(&three(), &exact).unwrap().name.to_string(),
+            choose(&three(), &same_second).unwrap().name.to_string(),
+            "20261201T000000Z"
+        );
+        let a_second_later = RecoveryTarget::Time(at("2026-12-02 14:03:06Z"));
+        assert_eq!(
+            choose(&three(), &a_second_later).unwrap().name.to_string(),
             "20261202T140300Z"
         );
         let early = RecoveryTarget::Time(at("2026-11-30 00:00:00Z"));

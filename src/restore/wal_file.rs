@@ -7,7 +7,8 @@
 //!   nothing after it; a decode error is damage ([`RestoreWalError::Damaged`]), a failed read of
 //!   the file is not (it may pass: [`RestoreWalError::Io`]).
 //! - A segment (or `.partial`) is exactly the segment size, and its long page header agrees
-//!   with its name: the timeline, and the page address = the first byte of the segment the
+//!   with its name: the timeline (or an older one: the switch segment of a new timeline starts
+//!   with the old timeline's pages), and the page address = the first byte of the segment the
 //!   name gives. Nothing more is read than the size allows (a huge stream is stopped, not
 //!   decompressed whole). A timeline history or backup history file is taken whole, up to
 //!   [`HISTORY_FILE_SIZE_MAX_BYTES`].
@@ -173,7 +174,10 @@ fn check_header(name: &WalFileName, first: &[u8], segment_size: u64) -> Result<(
     let (timeline, segment_number) = name
         .segment_position(segment_size)
         .expect("segments and partial segments have a position");
-    if header.timeline != timeline {
+    // The first segment of a new timeline begins with a copy of the old timeline's pages up to
+    // the switch point (PostgreSQL copies them at promotion), so its first page header may name
+    // an older timeline; never a newer one.
+    if header.timeline > timeline || header.timeline == 0 {
         return Err(WalDamage::WrongTimeline {
             expected: timeline,
             found: header.timeline,
@@ -347,6 +351,25 @@ pub(crate) mod tests {
             damage(decompress(&source, NAME, Some(SEGMENT_SIZE))),
             WalDamage::WrongSize { found, .. } if found > SEGMENT_SIZE
         ));
+    }
+
+    #[test]
+    fn the_switch_segment_of_a_new_timeline_may_begin_with_the_old_timelines_header() {
+        // After a promotion in the middle of segment 3, `00000002…03` starts with the pages of
+        // timeline 1 that PostgreSQL copied over: its first header says timeline 1.
+        let scratch = ScratchDirectory::new("wal-file-switch");
+        let switch = "000000020000000000000003";
+        let source = archived(
+            &scratch.0,
+            switch,
+            &segment_bytes(switch, Some((1, 3 * SEGMENT_SIZE))),
+        );
+        assert_eq!(
+            decompress(&source, switch, Some(SEGMENT_SIZE))
+                .unwrap()
+                .len() as u64,
+            SEGMENT_SIZE
+        );
     }
 
     #[test]
