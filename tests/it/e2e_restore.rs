@@ -46,6 +46,7 @@ macro_rules! on_both_versions {
 
 on_both_versions!(
     full_restore_from_current,
+    replay_runs_the_recipes_last_steps_and_reports_where_it_ended,
     full_restore_from_an_older_directory,
     full_restore_from_an_offsite_copy_without_pgbak,
     point_in_time_to_time_name_lsn_and_immediate,
@@ -230,6 +231,43 @@ fn full_restore_from_current(version: PgVersion) {
         fs::read_to_string(dest.join("PG_VERSION")).unwrap().trim(),
         version.major().to_string()
     );
+}
+
+/// S-8.1.8: `--replay` runs `postgres --single -F` over the prepared directory and syncs once;
+/// `--json` says where replay ended; the directory then starts as a primary with no recovery
+/// left to do and equals the source.
+fn replay_runs_the_recipes_last_steps_and_reports_where_it_ended(version: PgVersion) {
+    let cluster = source(version, "replay");
+    insert(&cluster, "after-base");
+    archive_everything(&cluster);
+    let expected = cluster.sql(EXACT);
+
+    let dest = cluster.root.join("replayed");
+    let mut args = vec!["--replay", "--json", "--pg-bin"];
+    let bin = version.bin();
+    args.push(&bin);
+    let output = restore(&cluster, &dest, &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["mode"], "crash_recovery", "{summary}");
+    assert_eq!(
+        summary["replay"]["control"]["state"], "shut down",
+        "{summary}"
+    );
+    let checkpoint = summary["replay"]["control"]["checkpoint_lsn"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(checkpoint.contains('/'), "{summary}");
+    assert!(
+        summary["timings_ms"]["replay"].as_u64().is_some(),
+        "{summary}"
+    );
+    let server = start_primary(version, &dest);
+    assert_eq!(server.sql(EXACT), expected);
 }
 
 /// S-8.1 (`--from TIMESTAMP`): the base of an older (sealed) directory, then its WAL and the

@@ -15,6 +15,7 @@ mod util;
 
 mod base_backup;
 mod cli_config_file;
+mod cli_restore_wal;
 mod cli_script_guardian;
 mod cli_status;
 mod cli_strict_modes;
