@@ -40,7 +40,7 @@ done
 here=$(cd "$(dirname "$0")" && pwd); top=$(dirname "$here")
 bin=/usr/lib/postgresql/15/bin; port=55498
 work=$(mktemp -d /tmp/pgbak-restore-bench.XXXXXX); chmod 755 "$work"
-socket=$work/socket; data=$work/data; pgbak_home=$work/pgbak
+socket=$work/socket; data=$work/data; pgbak_home=$work/home
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 as_pg() { runuser -u postgres -- "$@"; }
 
@@ -64,7 +64,7 @@ log "building pgbak (release)"
 install -m 755 "$top/target/release/pgbak" "$work/pgbak"
 
 log "making the fixture: pgbench -s $scale and $random_mb MB of random text"
-mkdir -p "$socket" "$data"; chown postgres: "$socket" "$data"; chmod 700 "$data"
+mkdir -p "$socket" "$data" "$pgbak_home"; chown postgres: "$socket" "$data" "$pgbak_home"; chmod 700 "$data" "$pgbak_home"
 as_pg env PGBAK="$pgbak_home" "$work/pgbak" init > /dev/null
 ln -sf /bin/true "$pgbak_home/scripts/backup"
 cat > "$pgbak_home/config.toml" <<EOF
