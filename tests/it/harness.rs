@@ -613,12 +613,7 @@ impl Drop for Cluster {
             self.kill_leftover_processes();
         }
         if self.running {
-            let _ = as_server_user(&self.version.tool("pg_ctl"))
-                .arg("-D")
-                .arg(&self.data)
-                .args(["-m", "immediate", "-w", "stop"])
-                .stdin(Stdio::null())
-                .output();
+            stop_immediately(self.version, &self.data);
         }
         // Let a background sync finish before the directory goes; whatever still runs then
         // (a sync retrying a base backup against the stopped server) would outlive the test.
@@ -971,11 +966,16 @@ impl Drop for Server {
         if std::thread::panicking() {
             eprintln!("--- {} ---\n{}", self.log.display(), self.server_log());
         }
-        let _ = as_server_user(&self.version.tool("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdin(Stdio::null())
-            .output();
+        stop_immediately(self.version, &self.data);
     }
+}
+
+/// `pg_ctl stop -m immediate` on `data`, whatever its state (for drops: errors are ignored).
+fn stop_immediately(version: PgVersion, data: &Path) {
+    let _ = as_server_user(&version.tool("pg_ctl"))
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "immediate", "-w", "stop"])
+        .stdin(Stdio::null())
+        .output();
 }
