@@ -67,9 +67,13 @@ log "making the fixture: pgbench -s $scale and $random_mb MB of random text"
 mkdir -p "$socket" "$data" "$pgbak_home"; chown postgres: "$socket" "$data" "$pgbak_home"; chmod 700 "$data" "$pgbak_home"
 as_pg env PGBAK="$pgbak_home" "$work/pgbak" init > /dev/null
 ln -sf /bin/true "$pgbak_home/scripts/backup"
+# One base backup, then only WAL: no base backup may become due while the fixture is made.
 cat > "$pgbak_home/config.toml" <<EOF
+[base]
+max_wal_ratio = 1000.0
 [pg_basebackup]
 path = "$bin/pg_basebackup"
+extra_args = ["--checkpoint=fast"]
 EOF
 chown -R postgres: "$pgbak_home"
 as_pg "$bin/initdb" -D "$data" -U postgres -E UTF8 --locale=C.UTF-8 --no-instructions > "$work/initdb.log"
@@ -134,9 +138,9 @@ seed() {
 pgbak_restore() {
   local d=$restore_dir/pgbak-$1 t0 t1
   drop_caches; t0=$(now)
-  as_pg /usr/bin/time -f %M -o "$work/rss-$1" "$work/pgbak" restore "$d" --from "$backup" --replay --json > "$work/pgbak-$1.json"
+  as_pg /usr/bin/time -f %M -o "$restore_dir/rss-$1" "$work/pgbak" restore "$d" --from "$backup" --replay --json --pg-bin "$bin" > "$work/pgbak-$1.json"
   t1=$(now)
-  python3 - "$work/pgbak-$1.json" "$1" "$(ms "$t0" "$t1")" "$(cat "$work/rss-$1")" >> "$results" <<'EOF'
+  python3 - "$work/pgbak-$1.json" "$1" "$(ms "$t0" "$t1")" "$(cat "$restore_dir/rss-$1")" >> "$results" <<'EOF'
 import json, sys
 report, round_, total, rss = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
 timings = report["timings_ms"]
