@@ -36,6 +36,8 @@ pub mod table;
 pub mod transition;
 
 #[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
 mod tests;
 
 pub use action::{Action, Plan, StopScriptReason};

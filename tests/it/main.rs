@@ -15,12 +15,14 @@ mod util;
 
 mod base_backup;
 mod cli_config_file;
+mod cli_prune;
 mod cli_script_guardian;
 mod cli_status;
 mod cli_strict_modes;
 mod cli_sync;
 mod cli_wal;
 mod cli_wal_with_sync;
+mod crash_prune;
 mod crash_sync;
 mod crash_wal;
 mod e2e_crash;
