@@ -32,6 +32,7 @@ mod e2e_harness;
 mod e2e_pg18;
 mod e2e_restart_and_full_disk;
 mod e2e_restore;
+mod e2e_retention_under_load;
 mod e2e_two_bases_under_load;
 mod e2e_wait_after_stop;
 mod error_messages;
