@@ -22,6 +22,7 @@ use crate::archive::ArchiveError;
 use crate::backup_copy::BackupCopyError;
 use crate::commands::init::InitError;
 use crate::commands::new_series::NewSeriesError;
+use crate::commands::prune::PruneError;
 use crate::commands::restore::RestoreCommandError;
 use crate::commands::restore_wal::HoleInArchive;
 use crate::commands::sync::SyncError;
@@ -58,6 +59,8 @@ pub enum Error {
     Sync(#[from] SyncError),
     #[error(transparent)]
     NewSeries(#[from] NewSeriesError),
+    #[error(transparent)]
+    Prune(#[from] PruneError),
     #[error(transparent)]
     Restore(#[from] RestoreError),
     #[error(transparent)]
@@ -109,6 +112,7 @@ impl OperatorHint for Error {
             Error::Init(error) => error.hint(),
             Error::Sync(error) => error.hint(),
             Error::NewSeries(error) => error.hint(),
+            Error::Prune(error) => error.hint(),
             Error::Restore(error) => error.hint(),
             Error::RestoreWal(error) => error.hint(),
             Error::Replay(error) => error.hint(),

@@ -29,6 +29,11 @@ pub const FAIL_POINTS: &[&str] = &[
     "sync-after-script-exit",
     "sync-after-base-intent",
     "sync-before-stopped",
+    "prune-after-intent",
+    "prune-after-move-aside",
+    "prune-before-remove",
+    "prune-after-remove",
+    "prune-after-pruned",
 ];
 
 #[cfg(feature = "failpoints")]

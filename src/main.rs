@@ -83,6 +83,20 @@ enum Command {
     /// Start a new backup series for a new cluster (after pg_upgrade or a new initdb): forget
     /// the recorded system identifier and seal the current directory.
     NewSeries,
+    /// Delete the oldest backup directories beyond the newest N base backups (S-8.3).
+    ///
+    /// Only sealed directories whose last state the backup script shipped are deleted, oldest
+    /// first in the order their base backups finished; $PGBAK/scripts/prune TIMESTAMP, if
+    /// present, is called for each. Runs as a foreground sync (it also does any other work
+    /// due). Default N: retention.keep_bases in $PGBAK/config.toml.
+    Prune {
+        /// Keep this many base backups (overrides retention.keep_bases; at least 1).
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
+        /// Print what would be deleted and the space freed; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Prepare a data directory from a backup: the restore recipe in one command (S-8.1).
     ///
     /// Without a target: the base backup and every WAL file of the chain, as the manual recipe
@@ -255,6 +269,11 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode, pgbak::Error> 
         Command::NewSeries => {
             let home = PgbakHome::from_process_environment()?;
             commands::new_series::run(&home, out)?;
+        }
+        Command::Prune { keep, dry_run } => {
+            let home = PgbakHome::from_process_environment()?;
+            let request = commands::prune::PruneRequest { keep, dry_run };
+            commands::prune::run(&home, request, out)?;
         }
         Command::Restore(args) => {
             let pgbak_home = std::env::var_os("PGBAK").map(std::path::PathBuf::from);

@@ -4,6 +4,7 @@
 
 pub mod init;
 pub mod new_series;
+pub mod prune;
 pub mod restore;
 pub mod restore_wal;
 pub mod status;

@@ -127,10 +127,24 @@ pub(super) const KEYS: &[KeyDoc] = &[
         meaning: "pgbak wal starts a background sync when none is running (S-2.8)",
         allowed: "true or false",
     },
+    KeyDoc {
+        key: "retention.keep_bases",
+        default: "0",
+        meaning: "keep this many base backups and delete older directories once the backup \
+                  script shipped them (pgbak prune); 0 = never delete (S-8.3)",
+        allowed: "an integer from 0 to 100000",
+    },
 ];
 
 /// The sections, in file order.
-pub(super) const SECTIONS: &[&str] = &["wal", "base", "pg_basebackup", "script", "sync"];
+pub(super) const SECTIONS: &[&str] = &[
+    "wal",
+    "base",
+    "pg_basebackup",
+    "script",
+    "sync",
+    "retention",
+];
 
 /// Every key as `(dotted key, default as TOML text, one-line meaning)`, in file order: what the
 /// README documents (S-7).

@@ -67,6 +67,7 @@ pub struct Config {
     pub pg_basebackup: PgBasebackupConfig,
     pub script: ScriptConfig,
     pub sync: SyncConfig,
+    pub retention: RetentionConfig,
 }
 
 /// `[wal]`: compressing archived WAL segments (S-2.2).
@@ -188,6 +189,18 @@ impl Default for SyncConfig {
     }
 }
 
+/// `[retention]`: deleting old backup directories (S-8.3). Opt-in: the default keeps all.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Keep this many base backups; 0 = never delete (the seed's behaviour).
+    pub keep_bases: u32,
+}
+
+/// The most base backups `retention.keep_bases` may name: far beyond any real need, so that a
+/// typo (an extra digit) is caught rather than read as "never delete".
+pub const KEEP_BASES_MAX: u32 = 100_000;
+
 const MILLISECONDS_PER_SECOND: u64 = 1000;
 const MILLISECONDS_PER_HOUR: u64 = 3_600_000;
 
@@ -214,6 +227,7 @@ impl Config {
                 0 => None,
                 timeout_seconds => Some(seconds(timeout_seconds)),
             },
+            keep_bases: self.retention.keep_bases,
         }
     }
 }

@@ -383,6 +383,7 @@ prop_compose! {
         timeout_seconds in 0..=604_800u64,
         script_retry in (1..=86_400u64, 1..=86_400u64),
         autostart in any::<bool>(),
+        keep_bases in 0..=100_000u32,
     ) -> Config {
         let ordered = |(a, b): (u64, u64)| (a.min(b), a.max(b));
         let (base_min, base_max) = ordered(base_retry);
@@ -414,6 +415,7 @@ prop_compose! {
                 retry_delay_max_seconds: script_max,
             },
             sync: SyncConfig { autostart },
+            retention: RetentionConfig { keep_bases },
         }
     }
 }

@@ -11,6 +11,7 @@ use super::COMPRESSION_THREADS_MAX;
 use super::CONFLICTS_MAX_BYTES_LIMIT;
 use super::Config;
 use super::ConfigError;
+use super::KEEP_BASES_MAX;
 use super::RESERVED_PG_BASEBACKUP_OPTIONS;
 use super::RETRY_DELAY_SECONDS_MAX;
 use super::RETRY_DELAY_SECONDS_MIN;
@@ -40,7 +41,7 @@ pub(super) fn validate(
             }
         })
     });
-    let checks: [(&str, bool, String); 15] = [
+    let checks: [(&str, bool, String); 16] = [
         (
             "wal.compression_level",
             level(config.wal.compression_level),
@@ -113,6 +114,11 @@ pub(super) fn validate(
         ),
         // Booleans, strings and the port are fully checked by their types.
         ("sync.autostart", true, String::new()),
+        (
+            "retention.keep_bases",
+            config.retention.keep_bases <= KEEP_BASES_MAX,
+            config.retention.keep_bases.to_string(),
+        ),
     ];
     for (key, ok, formatted) in checks {
         if ok {

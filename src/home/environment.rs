@@ -98,6 +98,17 @@ impl PgbakHome {
         self.scripts_path().join(BACKUP_SCRIPT_NAME)
     }
 
+    /// `$PGBAK/scripts/prune` (S-8.3), optional.
+    pub fn prune_script_path(&self) -> PathBuf {
+        self.scripts_path().join(super::names::PRUNE_SCRIPT_NAME)
+    }
+
+    /// `$PGBAK/.pruning-TIMESTAMP`: where a directory being pruned is moved aside (S-8.3).
+    pub fn moved_aside_path(&self, name: DirectoryName) -> PathBuf {
+        self.path
+            .join(format!("{}{name}", super::names::PRUNING_PREFIX))
+    }
+
     /// `$PGBAK/current`, the relative symlink to the current directory (S-1.3).
     pub fn current_link_path(&self) -> PathBuf {
         self.path.join(CURRENT_LINK_NAME)

@@ -3,8 +3,9 @@
 //!
 //! The layout (S-1.2): `pgbak.lock` (the journal and the OFD locks), `config.toml`,
 //! `scripts/backup`, `current` (a symlink to the directory being filled), `conflicts/`,
-//! `sync.log` and `sync.log.1`, `base-backup.progress`, and one `TIMESTAMP/` per backup
-//! directory holding `base.tzst` and `pg_wal/`.
+//! `sync.log` and `sync.log.1`, `base-backup.progress`, one `TIMESTAMP/` per backup
+//! directory holding `base.tzst` and `pg_wal/`, and `.pruning-TIMESTAMP/` for a directory
+//! retention is removing (S-8.3), with `scripts/prune`.
 
 /// The lock file, which also holds the journal (S-3.1, S-3.5).
 pub const LOCK_FILE_NAME: &str = "pgbak.lock";
@@ -26,6 +27,14 @@ pub const WAL_DIRECTORY_NAME: &str = "pg_wal";
 pub const SYNC_LOG_FILE_NAME: &str = "sync.log";
 /// Where the previous sync log goes when the current one is full.
 pub const SYNC_LOG_ROTATED_FILE_NAME: &str = "sync.log.1";
+/// The optional prune script inside [`SCRIPTS_DIRECTORY_NAME`] (S-8.3): run with a pruned
+/// directory's `TIMESTAMP` so the offsite copy can follow.
+pub const PRUNE_SCRIPT_NAME: &str = "prune";
+/// What a directory being pruned is renamed to, `.pruning-TIMESTAMP` (S-8.3): it starts with
+/// a dot, so it never parses as a `TIMESTAMP` and no reader of the tree (the tree scan, the
+/// journal rebuild, `restore`, `verify`) takes it for a backup; `scripts/backup` runs inside
+/// one `TIMESTAMP/` directory and never sees it.
+pub const PRUNING_PREFIX: &str = ".pruning-";
 /// The file's name in `$PGBAK`.
 pub const PROGRESS_FILE_NAME: &str = "base-backup.progress";
 /// The name of the note `wal` leaves in `conflicts/` when the cap kept it from keeping a copy

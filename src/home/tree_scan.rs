@@ -159,6 +159,45 @@ pub fn current_link_target(pgbak: &Path) -> Option<DirectoryName> {
         .and_then(|target| target.to_str().and_then(DirectoryName::parse))
 }
 
+/// The bytes removing `names` (`TIMESTAMP/` directories of `pgbak`) would free (S-8.3): the
+/// blocks of every file under them whose every hard link is under them too. A WAL file linked
+/// into a directory that stays (S-2.7 links a file into every open directory) frees nothing.
+/// A directory that is missing counts as nothing.
+pub fn bytes_freed_by_removing(pgbak: &Path, names: &[DirectoryName]) -> Result<u64, ScanError> {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+    // (device, inode) -> (links seen under `names`, links in all, bytes on disk)
+    let mut files: BTreeMap<(u64, u64), (u64, u64, u64)> = BTreeMap::new();
+    let mut pending: Vec<PathBuf> = names
+        .iter()
+        .map(|name| pgbak.join(name.to_string()))
+        .collect();
+    while let Some(path) = pending.pop() {
+        let metadata = match fs::symlink_metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(scan_error(&path)(error)),
+        };
+        if metadata.is_dir() {
+            for entry in fs::read_dir(&path).map_err(scan_error(&path))? {
+                pending.push(entry.map_err(scan_error(&path))?.path());
+            }
+            continue;
+        }
+        let entry = files.entry((metadata.dev(), metadata.ino())).or_insert((
+            0,
+            metadata.nlink(),
+            metadata.blocks().saturating_mul(512),
+        ));
+        entry.0 += 1;
+    }
+    Ok(files
+        .values()
+        .filter(|(seen, links, _)| seen >= links)
+        .map(|(_, _, bytes)| bytes)
+        .sum())
+}
+
 /// Gaps in the sequence of complete segments of one timeline: `(after, before)` pairs of
 /// consecutive stored segments with missing ones between them (S-6.4). Partial segments and
 /// history files do not count; a timeline switch is not a gap.
@@ -234,6 +273,30 @@ mod tests {
             state.directories[&scan.directories[1].name].phase,
             DirectoryPhase::Failed
         );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn removing_a_directory_frees_only_what_is_linked_nowhere_else() {
+        let root = scratch("freed");
+        let old = root.join("20261124T154307Z");
+        let new = root.join("20261125T000000Z");
+        fs::create_dir_all(old.join("pg_wal")).unwrap();
+        fs::create_dir_all(new.join("pg_wal")).unwrap();
+        fs::write(old.join("base.tzst"), vec![1u8; 64 << 10]).unwrap();
+        let shared = old.join("pg_wal").join("000000010000000000000003.zst");
+        fs::write(&shared, vec![2u8; 64 << 10]).unwrap();
+        fs::hard_link(
+            &shared,
+            new.join("pg_wal").join("000000010000000000000003.zst"),
+        )
+        .unwrap();
+        let old_name = DirectoryName::parse("20261124T154307Z").unwrap();
+        let new_name = DirectoryName::parse("20261125T000000Z").unwrap();
+        let only_old = bytes_freed_by_removing(&root, &[old_name]).unwrap();
+        assert!((64 << 10..128 << 10).contains(&only_old), "{only_old}");
+        let both = bytes_freed_by_removing(&root, &[old_name, new_name]).unwrap();
+        assert!(both >= 128 << 10, "{both}");
         fs::remove_dir_all(&root).unwrap();
     }
 

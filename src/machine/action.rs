@@ -26,6 +26,16 @@ pub enum Action {
         current_timestamp: DirectoryName,
         through_version: u64,
     },
+    /// Retention (S-8.3): record `PruneStarted`, then carry on as `MoveDirectoryAside`.
+    PruneDirectory { directory: DirectoryName },
+    /// Rename `$PGBAK/TIMESTAMP` to `$PGBAK/.pruning-TIMESTAMP`, fsync `$PGBAK`, record
+    /// `DirectoryMovedAside`, then carry on as `RemoveMovedAsideDirectory`. Also the resume of
+    /// a prune whose intent is recorded and nothing else.
+    MoveDirectoryAside { directory: DirectoryName },
+    /// Remove `$PGBAK/.pruning-TIMESTAMP`, fsync `$PGBAK`, record `DirectoryPruned`.
+    RemoveMovedAsideDirectory { directory: DirectoryName },
+    /// Run `$PGBAK/scripts/prune TIMESTAMP` in `$PGBAK` to its end; record its outcome.
+    RunPruneScript { directory: DirectoryName },
     /// Kill the running script's process group; record `ScriptFailed` (S-5.4).
     StopScript {
         directory: DirectoryName,

@@ -3,8 +3,8 @@
 //!
 //! Owns: when a base backup is due (S-4.2) and in which directory it runs, which directory the
 //! script runs for next and with which timestamps (S-5.1, S-5.2), the retry backoffs (S-4.5,
-//! S-5.3), the script timeout (S-5.4), when the sync may exit (S-6.2), and where an archived file
-//! goes (S-2.7).
+//! S-5.3), the script timeout (S-5.4), when the sync may exit (S-6.2), where an archived file
+//! goes (S-2.7), and which directories retention deletes (S-8.3).
 //!
 //! Invariants: a pure function of its arguments; it never emits an action whose intent is
 //! already recorded (a running base backup or script is never started twice); every wait is
@@ -180,6 +180,15 @@ pub fn next_actions(state: &State, now: UnixMillis, policy: &Policy) -> Plan {
         outstanding = true;
     }
 
+    decide_prune(
+        state,
+        now,
+        policy,
+        &mut actions,
+        &mut wake,
+        &mut outstanding,
+    );
+
     decide_base_backup(
         state,
         now,
@@ -207,6 +216,88 @@ pub fn next_actions(state: &State, now: UnixMillis, policy: &Policy) -> Plan {
         actions,
         wake_at: wake.0,
     }
+}
+
+/// What retention would delete with `keep_bases` kept (S-8.3), oldest first. Empty when
+/// `keep_bases` is 0 (never delete, the default).
+///
+/// The bases are the directories with a finished base backup that are still backups
+/// (`Current`, `Sealed`), in the order their base backups finished, which is the journal's
+/// order and neither the names' nor any clock's. The newest `keep_bases` of them stay. Of the
+/// others, a directory goes only if it is `Sealed`, its last state was shipped (the backup
+/// script succeeded for its final content) and the script is not running for it; and only
+/// once the newest base backup itself was shipped, so that a newer restorable backup exists
+/// offsite before an older one goes.
+pub fn prune_candidates(state: &State, keep_bases: u32) -> Vec<DirectoryName> {
+    if keep_bases == 0 {
+        return Vec::new();
+    }
+    let bases = state.bases_newest_first();
+    let Some(newest) = bases.first() else {
+        return Vec::new();
+    };
+    if state.directories[newest].shipped.is_none() {
+        return Vec::new();
+    }
+    let keep = usize::try_from(keep_bases).unwrap_or(usize::MAX);
+    let script_runs_for = state.script.running.map(|run| run.directory);
+    bases
+        .iter()
+        .skip(keep)
+        .rev()
+        .copied()
+        .filter(|name| {
+            state.directories[name].phase == DirectoryPhase::Sealed
+                && state.fully_shipped(*name)
+                && script_runs_for != Some(*name)
+        })
+        .collect()
+}
+
+/// Retention (S-8.3): a prune whose intent is recorded is finished first, whatever the policy
+/// says now (the intent is a fact; the phase says which step is next); then new prunes by
+/// [`prune_candidates`]; then the prune script owed for a pruned directory, with the backup
+/// script's backoff.
+fn decide_prune(
+    state: &State,
+    now: UnixMillis,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+    wake: &mut Wake,
+    outstanding: &mut bool,
+) {
+    for (name, directory) in &state.directories {
+        match directory.phase {
+            DirectoryPhase::Pruning => {
+                actions.push(Action::MoveDirectoryAside { directory: *name });
+            }
+            DirectoryPhase::MovedAside => {
+                actions.push(Action::RemoveMovedAsideDirectory { directory: *name });
+            }
+            _ => continue,
+        }
+        *outstanding = true;
+    }
+    for directory in prune_candidates(state, policy.keep_bases) {
+        actions.push(Action::PruneDirectory { directory });
+        *outstanding = true;
+    }
+    let retention = &state.retention;
+    let Some(directory) = retention.offsite_pending.first().copied() else {
+        return;
+    };
+    *outstanding = true;
+    if backing_off(
+        retention.prune_script_failures,
+        retention.prune_script_last_failure.as_ref(),
+        policy.script_retry,
+        now,
+        state.sync.map(|session| session.started_at),
+        wake,
+    ) {
+        return;
+    }
+    actions.push(Action::RunPruneScript { directory });
 }
 
 fn decide_base_backup(

@@ -135,6 +135,37 @@ pub enum Event {
         directory: Option<DirectoryName>,
         at: UnixMillis,
     },
+    /// Intent (S-8.3): retention deletes this sealed directory, whose last state the backup
+    /// script shipped. From here on the directory is on its way out whatever the policy says
+    /// next; the sync finishes the job (move aside, remove).
+    PruneStarted {
+        directory: DirectoryName,
+        at: UnixMillis,
+    },
+    /// `$PGBAK/TIMESTAMP` is now `$PGBAK/.pruning-TIMESTAMP` and `$PGBAK` was fsynced: no
+    /// reader of the tree takes it for a backup any more (S-8.3).
+    DirectoryMovedAside {
+        directory: DirectoryName,
+        at: UnixMillis,
+    },
+    /// Outcome (S-8.3): the moved-aside directory is removed and `$PGBAK` fsynced.
+    /// `prune_script`: `$PGBAK/scripts/prune` existed then, so it runs for this directory.
+    DirectoryPruned {
+        directory: DirectoryName,
+        prune_script: bool,
+        at: UnixMillis,
+    },
+    /// `$PGBAK/scripts/prune TIMESTAMP` exited 0 for a pruned directory (S-8.3).
+    PruneScriptSucceeded {
+        directory: DirectoryName,
+        at: UnixMillis,
+    },
+    /// It failed (or could not start); retried with the backup script's backoff (S-8.3).
+    PruneScriptFailed {
+        directory: DirectoryName,
+        output: String,
+        at: UnixMillis,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -171,10 +202,15 @@ pub enum EventKind {
     NewSeriesStarted,
     BaseBackupServerUnreachable,
     CurrentLinkObserved,
+    PruneStarted,
+    DirectoryMovedAside,
+    DirectoryPruned,
+    PruneScriptSucceeded,
+    PruneScriptFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::DirectoryOpened,
         EventKind::WalArchived,
         EventKind::BaseBackupStarted,
@@ -195,6 +231,11 @@ impl EventKind {
         EventKind::NewSeriesStarted,
         EventKind::BaseBackupServerUnreachable,
         EventKind::CurrentLinkObserved,
+        EventKind::PruneStarted,
+        EventKind::DirectoryMovedAside,
+        EventKind::DirectoryPruned,
+        EventKind::PruneScriptSucceeded,
+        EventKind::PruneScriptFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -219,6 +260,11 @@ impl EventKind {
             EventKind::NewSeriesStarted => "NewSeriesStarted",
             EventKind::BaseBackupServerUnreachable => "BaseBackupServerUnreachable",
             EventKind::CurrentLinkObserved => "CurrentLinkObserved",
+            EventKind::PruneStarted => "PruneStarted",
+            EventKind::DirectoryMovedAside => "DirectoryMovedAside",
+            EventKind::DirectoryPruned => "DirectoryPruned",
+            EventKind::PruneScriptSucceeded => "PruneScriptSucceeded",
+            EventKind::PruneScriptFailed => "PruneScriptFailed",
         }
     }
 
@@ -250,6 +296,11 @@ impl Event {
             Event::NewSeriesStarted { .. } => EventKind::NewSeriesStarted,
             Event::BaseBackupServerUnreachable { .. } => EventKind::BaseBackupServerUnreachable,
             Event::CurrentLinkObserved { .. } => EventKind::CurrentLinkObserved,
+            Event::PruneStarted { .. } => EventKind::PruneStarted,
+            Event::DirectoryMovedAside { .. } => EventKind::DirectoryMovedAside,
+            Event::DirectoryPruned { .. } => EventKind::DirectoryPruned,
+            Event::PruneScriptSucceeded { .. } => EventKind::PruneScriptSucceeded,
+            Event::PruneScriptFailed { .. } => EventKind::PruneScriptFailed,
         }
     }
 
@@ -275,7 +326,12 @@ impl Event {
             | Event::SystemIdentifierRecorded { at, .. }
             | Event::NewSeriesStarted { at }
             | Event::BaseBackupServerUnreachable { at, .. }
-            | Event::CurrentLinkObserved { at, .. } => *at,
+            | Event::CurrentLinkObserved { at, .. }
+            | Event::PruneStarted { at, .. }
+            | Event::DirectoryMovedAside { at, .. }
+            | Event::DirectoryPruned { at, .. }
+            | Event::PruneScriptSucceeded { at, .. }
+            | Event::PruneScriptFailed { at, .. } => *at,
         }
     }
 }

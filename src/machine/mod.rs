@@ -36,18 +36,21 @@ pub mod table;
 pub mod transition;
 
 #[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
 mod tests;
 
 pub use action::{Action, Plan, StopScriptReason};
 pub use decide::{
-    ArchiveTargets, BaseBackupDue, archive_targets, base_backup_due, next_actions, retry_due_at,
+    ArchiveTargets, BaseBackupDue, archive_targets, base_backup_due, next_actions,
+    prune_candidates, retry_due_at,
 };
 pub use event::{Event, EventKind, SyncStopReason};
 pub use policy::{Backoff, Policy};
 pub use rebuild::{ScannedDirectory, TreeScan};
 pub use state::{
-    BaseBackup, BaseInfo, Directory, DirectoryPhase, Failure, JournalHealth, RunningBaseBackup,
-    Script, ScriptRun, Shipped, State, SyncEnd, SyncSession, WalTotals,
+    BaseBackup, BaseInfo, Directory, DirectoryPhase, Failure, JournalHealth, Retention,
+    RunningBaseBackup, Script, ScriptRun, Shipped, State, SyncEnd, SyncSession, WalTotals,
 };
 pub use transition::{TransitionError, apply};
 

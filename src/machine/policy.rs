@@ -18,6 +18,8 @@ pub struct Policy {
     pub script_retry: Backoff,
     /// S-5.4: `None` means the script may run forever.
     pub script_timeout_ms: Option<u64>,
+    /// S-8.3: keep this many base backups, prune older ones once shipped; 0 = never prune.
+    pub keep_bases: u32,
 }
 
 /// Exponential backoff: `min_ms` after the first failure, doubling, capped at `max_ms`.
@@ -55,6 +57,7 @@ impl Default for Policy {
                 max_ms: 300_000,
             },
             script_timeout_ms: None,
+            keep_bases: 0,
         }
     }
 }

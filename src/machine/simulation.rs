@@ -70,6 +70,8 @@ pub enum Step {
     StartNewSeries,
     /// Someone points `$PGBAK/current` elsewhere; the sync notices (S-6.4).
     MisdirectCurrentLink,
+    /// `scripts/prune` starts failing (the offsite host is down) or works again (S-8.3).
+    SetPruneScriptFailing { failing: bool },
 }
 
 impl Step {
@@ -102,6 +104,9 @@ impl Step {
                 1 => Step::LoseCurrentDirectory,
                 2 => Step::StartNewSeries,
                 3 => Step::MisdirectCurrentLink,
+                4 => Step::SetPruneScriptFailing {
+                    failing: argument & 16 != 0,
+                },
                 _ => Step::DriveSync,
             },
         }
@@ -128,6 +133,8 @@ pub struct World {
     system_identifier: u64,
     /// The directories the previous `wal` call chose: what a racing call may still hold.
     previous_targets: Vec<crate::timestamp::DirectoryName>,
+    /// `scripts/prune` fails while this is set (S-8.3).
+    pub prune_script_failing: bool,
 }
 
 /// The policy the simulations run with: the defaults, with short base-backup retries so a
@@ -139,6 +146,8 @@ pub fn simulation_policy() -> Policy {
             max_ms: 60_000,
         },
         script_timeout_ms: Some(600_000),
+        // Retention on (S-8.3), keeping the fewest bases, so walks prune often.
+        keep_bases: 1,
         ..Policy::default()
     }
 }
@@ -158,6 +167,7 @@ impl World {
             timeline: 1,
             system_identifier: 7_000_000_000_000_000_001,
             previous_targets: Vec::new(),
+            prune_script_failing: false,
         }
     }
 
@@ -257,6 +267,7 @@ impl World {
                 }
             }
             Step::AdvanceTime { millis } => self.now = now.plus_millis(u64::from(millis)),
+            Step::SetPruneScriptFailing { failing } => self.prune_script_failing = failing,
             Step::StartSync {
                 force_script,
                 force_base,
@@ -390,6 +401,30 @@ impl World {
                 through_version,
                 at: now,
             }),
+            Some(Action::PruneDirectory { directory }) => {
+                self.record(Event::PruneStarted { directory, at: now })
+            }
+            Some(Action::MoveDirectoryAside { directory }) => {
+                self.record(Event::DirectoryMovedAside { directory, at: now })
+            }
+            Some(Action::RemoveMovedAsideDirectory { directory }) => {
+                self.record(Event::DirectoryPruned {
+                    directory,
+                    prune_script: true,
+                    at: now,
+                })
+            }
+            Some(Action::RunPruneScript { directory }) => {
+                self.record(if self.prune_script_failing {
+                    Event::PruneScriptFailed {
+                        directory,
+                        output: "ssh: connect to host backup.example: Connection refused".into(),
+                        at: now,
+                    }
+                } else {
+                    Event::PruneScriptSucceeded { directory, at: now }
+                })
+            }
             Some(Action::StopScript { directory, .. }) => self.record(Event::ScriptFailed {
                 directory,
                 output: "timed out".into(),
@@ -450,6 +485,7 @@ impl World {
     /// world until everything archived is shipped and the sync exits. Returns the steps it
     /// took, or `Err` if `max_steps` did not suffice (a liveness bug).
     pub fn run_until_shipped(&mut self, max_steps: usize) -> Result<usize, String> {
+        self.prune_script_failing = false;
         for steps in 0..max_steps {
             if self.live_sync.is_none() && self.state.everything_shipped() {
                 let plan = next_actions(&self.state, self.now, &self.policy);

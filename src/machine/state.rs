@@ -47,6 +47,31 @@ pub struct State {
     /// The last base backup attempt failed because it could not reach the server (S-6.6): a
     /// sync with nothing else to do leaves the retry to the next `wal`.
     pub base_backup_server_unreachable: bool,
+    /// Retention (S-8.3): the order base backups finished in, and the offsite prunes owed.
+    /// Encoded as a second trailing group, after the first one (see `state_encoding`).
+    pub retention: Retention,
+}
+
+/// What retention (S-8.3) needs beyond the directories themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Retention {
+    /// How many base backups finished since this was first recorded: the next one's place.
+    pub bases_finished: u64,
+    /// Each directory's place in the order its base backup finished. This order, not the
+    /// directories' names nor any clock, is what "oldest first" means (S-8.3): a clock that
+    /// jumped cannot change it. A directory with a base and no entry finished before pgbak
+    /// recorded the order, so before every directory that has one.
+    pub base_order: BTreeMap<DirectoryName, u64>,
+    /// Pruned directories `scripts/prune` has not yet succeeded for, in the order pruned.
+    pub offsite_pending: Vec<DirectoryName>,
+    /// Failures of `scripts/prune` since its last success; drives the backoff (S-8.3, the
+    /// backup script's: `script.retry_delay_*`).
+    pub prune_script_failures: u32,
+    pub prune_script_last_failure: Option<Failure>,
+    pub prune_script_last_success_at: Option<UnixMillis>,
+    /// Directories pruned so far, and the last one with when.
+    pub pruned_count: u64,
+    pub last_pruned: Option<(DirectoryName, UnixMillis)>,
 }
 
 /// How many [`LostDirectory`] records the state keeps: enough to explain what happened, small
@@ -128,6 +153,11 @@ pub enum DirectoryPhase {
     Sealed,
     /// Its base backup failed; it was never shipped and is removed next (S-4.5).
     Failed,
+    /// Retention chose it (S-8.3): a sealed directory whose last state was shipped. The
+    /// intent is recorded; the directory may still be at its name.
+    Pruning,
+    /// On its way out: renamed to `.pruning-TIMESTAMP`, to be removed (S-8.3).
+    MovedAside,
 }
 
 impl DirectoryPhase {
@@ -279,6 +309,30 @@ impl State {
             .is_some_and(|span| span.spans_timelines())
     }
 
+    /// The directories with a finished base backup that are still backups (`Current` and
+    /// `Sealed`), newest first in the order their base backups finished (S-8.3).
+    pub fn bases_newest_first(&self) -> Vec<DirectoryName> {
+        let mut bases: Vec<(Option<u64>, DirectoryName)> = self
+            .directories
+            .iter()
+            .filter(|(_, d)| {
+                d.base.is_some()
+                    && matches!(d.phase, DirectoryPhase::Current | DirectoryPhase::Sealed)
+            })
+            .map(|(name, _)| (self.retention.base_order.get(name).copied(), *name))
+            .collect();
+        bases.sort();
+        bases.into_iter().rev().map(|(_, name)| name).collect()
+    }
+
+    /// Whether the backup script succeeded for the directory's last state: its shipped mark
+    /// covers every file it holds (S-8.3).
+    pub fn fully_shipped(&self, name: DirectoryName) -> bool {
+        self.directories
+            .get(&name)
+            .is_some_and(|d| d.shipped.is_some_and(|s| s.version == d.content_version))
+    }
+
     /// Directories that receive archived WAL (S-2.7).
     pub fn open_directories(&self) -> impl Iterator<Item = DirectoryName> + '_ {
         self.directories
@@ -303,7 +357,10 @@ impl State {
             && self.script.running.is_none()
             && self.directories.iter().all(|(name, d)| match d.phase {
                 DirectoryPhase::Pending => false,
-                DirectoryPhase::Failed => true,
+                // Their content was shipped before retention took them (S-8.3).
+                DirectoryPhase::Failed | DirectoryPhase::Pruning | DirectoryPhase::MovedAside => {
+                    true
+                }
                 DirectoryPhase::Current | DirectoryPhase::Sealed => !self.needs_shipping(*name),
             })
     }
@@ -326,6 +383,14 @@ impl State {
                 && shipped.version > directory.content_version
             {
                 return Err(format!("{name} shipped beyond its content"));
+            }
+            // S-8.3: nothing is ever pruned that the backup script has not shipped whole.
+            if matches!(
+                directory.phase,
+                DirectoryPhase::Pruning | DirectoryPhase::MovedAside
+            ) && (directory.base.is_none() || !self.fully_shipped(*name))
+            {
+                return Err(format!("{name} is pruned but was not shipped whole"));
             }
         }
         if let Some(running) = self.base_backup.running {
@@ -363,6 +428,22 @@ impl State {
         {
             return Err(format!("timelines recorded for unknown {name}"));
         }
+        if let Some(name) = self
+            .retention
+            .base_order
+            .keys()
+            .find(|name| self.directories.get(name).is_none_or(|d| d.base.is_none()))
+        {
+            return Err(format!("base order recorded for {name}, which has no base"));
+        }
+        if let Some(name) = self
+            .retention
+            .offsite_pending
+            .iter()
+            .find(|name| self.directories.contains_key(name))
+        {
+            return Err(format!("{name} awaits the prune script but is not pruned"));
+        }
         if self.lost_directories.len() > LOST_DIRECTORIES_KEPT {
             return Err(format!(
                 "{} lost directories kept",
@@ -386,8 +467,8 @@ mod state_encoding {
     use serde::de::{self, SeqAccess, Visitor};
     use serde::ser::SerializeTuple;
 
-    /// Fields in the order of the original `State`, plus the trailing group.
-    const FIELDS: usize = 9;
+    /// Fields in the order of the original `State`, plus the two trailing groups.
+    const FIELDS: usize = 10;
 
     #[derive(Serialize)]
     struct AddedRef<'a> {
@@ -422,6 +503,7 @@ mod state_encoding {
                 lost_directories: &self.lost_directories,
                 base_backup_server_unreachable: &self.base_backup_server_unreachable,
             })?;
+            tuple.serialize_element(&self.retention)?;
             tuple.end()
         }
     }
@@ -453,6 +535,8 @@ mod state_encoding {
             let journal = required(&mut seq, 7)?;
             // Absent in checkpoints written before these fields existed: the payload ends here.
             let added: Added = seq.next_element().ok().flatten().unwrap_or_default();
+            // Absent in checkpoints written before retention existed (S-8.3).
+            let retention: Retention = seq.next_element().ok().flatten().unwrap_or_default();
             Ok(State {
                 directories,
                 current_link,
@@ -466,6 +550,7 @@ mod state_encoding {
                 system_identifier: added.system_identifier,
                 lost_directories: added.lost_directories,
                 base_backup_server_unreachable: added.base_backup_server_unreachable,
+                retention,
             })
         }
     }
@@ -556,11 +641,47 @@ mod state_encoding {
             });
             let bytes = postcard::to_stdvec(&state).unwrap();
             let first_release = postcard::to_stdvec(&sample()).unwrap();
-            // The first eight fields encode exactly as before.
+            // The first eight fields encode exactly as before; the two trailing groups of
+            // defaults take 4 and 8 bytes.
             assert_eq!(
-                &bytes[..first_release.len() - 4],
-                &first_release[..first_release.len() - 4]
+                &bytes[..first_release.len() - 12],
+                &first_release[..first_release.len() - 12]
             );
+            assert_eq!(postcard::from_bytes::<State>(&bytes).unwrap(), state);
+        }
+
+        /// A checkpoint written before retention existed (S-8.3): the first trailing group and
+        /// nothing after it. It decodes, with no retention recorded.
+        #[test]
+        fn a_checkpoint_without_retention_decodes_with_its_first_group_intact() {
+            let mut state = sample();
+            state.system_identifier = Some(42);
+            state.base_backup_server_unreachable = true;
+            let bytes = postcard::to_stdvec(&state).unwrap();
+            let without_retention = &bytes[..bytes.len() - 8];
+            let (decoded, rest) = postcard::take_from_bytes::<State>(without_retention).unwrap();
+            assert!(rest.is_empty());
+            assert_eq!(decoded, state);
+        }
+
+        #[test]
+        fn retention_round_trips() {
+            let mut state = sample();
+            let name = DirectoryName(1_700_000_000);
+            state.retention.bases_finished = 3;
+            state.retention.base_order.insert(name, 2);
+            state
+                .retention
+                .offsite_pending
+                .push(DirectoryName(1_600_000_000));
+            state.retention.prune_script_failures = 2;
+            state.retention.prune_script_last_failure = Some(Failure {
+                at: UnixMillis(5),
+                message: "ssh: connection refused".into(),
+            });
+            state.retention.pruned_count = 1;
+            state.retention.last_pruned = Some((DirectoryName(1_600_000_000), UnixMillis(4)));
+            let bytes = postcard::to_stdvec(&state).unwrap();
             assert_eq!(postcard::from_bytes::<State>(&bytes).unwrap(), state);
         }
     }

@@ -24,15 +24,17 @@ pub enum Component {
     Script,
     Sync,
     Journal,
+    PruneScript,
 }
 
 impl Component {
-    pub const ALL: [Component; 5] = [
+    pub const ALL: [Component; 6] = [
         Component::Directory,
         Component::BaseBackup,
         Component::Script,
         Component::Sync,
         Component::Journal,
+        Component::PruneScript,
     ];
 
     /// The heading of this component's diagram in `state-diagrams/machine.md`.
@@ -43,6 +45,7 @@ impl Component {
             Component::Script => "script",
             Component::Sync => "sync",
             Component::Journal => "journal",
+            Component::PruneScript => "prune script",
         }
     }
 
@@ -68,6 +71,9 @@ impl Component {
             }
             Component::Sync => matches!(kind, E::SyncStarted | E::SyncStopped | E::SyncAbandoned),
             Component::Journal => matches!(kind, E::JournalRebuilt | E::JournalTailCut),
+            Component::PruneScript => {
+                matches!(kind, E::PruneScriptSucceeded | E::PruneScriptFailed)
+            }
         }
     }
 }
@@ -132,6 +138,14 @@ pub const EDGES: &[Edge] = &[
     edge(C::Directory, "Sealed", E::ScriptSucceeded, "Sealed"),
     edge(C::Directory, "Current", E::ScriptFailed, "Current"),
     edge(C::Directory, "Sealed", E::ScriptFailed, "Sealed"),
+    edge(C::Directory, "Sealed", E::PruneStarted, "Pruning"),
+    edge(
+        C::Directory,
+        "Pruning",
+        E::DirectoryMovedAside,
+        "MovedAside",
+    ),
+    edge(C::Directory, "MovedAside", E::DirectoryPruned, ABSENT),
     edge(C::BaseBackup, "Idle", E::BaseBackupStarted, "Running"),
     edge(C::BaseBackup, "BackingOff", E::BaseBackupStarted, "Running"),
     edge(C::BaseBackup, "Running", E::BaseBackupFinished, "Idle"),
@@ -157,6 +171,20 @@ pub const EDGES: &[Edge] = &[
     edge(C::Journal, "Intact", E::JournalRebuilt, "Rebuilt"),
     edge(C::Journal, "TailCut", E::JournalRebuilt, "Rebuilt"),
     edge(C::Journal, "Rebuilt", E::JournalRebuilt, "Rebuilt"),
+    edge(C::PruneScript, "Idle", E::PruneScriptSucceeded, "Idle"),
+    edge(
+        C::PruneScript,
+        "BackingOff",
+        E::PruneScriptSucceeded,
+        "Idle",
+    ),
+    edge(C::PruneScript, "Idle", E::PruneScriptFailed, "BackingOff"),
+    edge(
+        C::PruneScript,
+        "BackingOff",
+        E::PruneScriptFailed,
+        "BackingOff",
+    ),
 ];
 
 /// The kind of every component: what the diagram's nodes are.
@@ -167,6 +195,7 @@ pub struct Kinds {
     pub script: &'static str,
     pub sync: &'static str,
     pub journal: &'static str,
+    pub prune_script: &'static str,
 }
 
 impl Kinds {
@@ -200,6 +229,7 @@ impl Kinds {
                 JournalHealth::TailCut { .. } => "TailCut",
                 JournalHealth::Rebuilt { .. } => "Rebuilt",
             },
+            prune_script: backoff_kind(false, state.retention.prune_script_failures),
         }
     }
 
@@ -213,6 +243,7 @@ impl Kinds {
             Component::Script => self.script,
             Component::Sync => self.sync,
             Component::Journal => self.journal,
+            Component::PruneScript => self.prune_script,
             Component::Directory => ABSENT,
         }
     }
@@ -224,6 +255,8 @@ pub fn phase_name(phase: DirectoryPhase) -> &'static str {
         DirectoryPhase::Current => "Current",
         DirectoryPhase::Sealed => "Sealed",
         DirectoryPhase::Failed => "Failed",
+        DirectoryPhase::Pruning => "Pruning",
+        DirectoryPhase::MovedAside => "MovedAside",
     }
 }
 
@@ -234,8 +267,13 @@ pub fn edges_taken(before: &Kinds, after: &Kinds, event: &Event) -> Vec<Edge> {
     let mut names: Vec<DirectoryName> = named_directories(event)
         .into_iter()
         .filter(|name| {
-            // A WAL file linked into a directory removed meanwhile names nothing we track.
-            kind != EventKind::WalArchived || before.directories.contains_key(name)
+            // A WAL file linked into a directory removed meanwhile, or being pruned (S-8.3),
+            // names nothing we track: the rule leaves such a directory alone.
+            kind != EventKind::WalArchived
+                || before
+                    .directories
+                    .get(name)
+                    .is_some_and(|phase| !matches!(*phase, "Pruning" | "MovedAside"))
         })
         .collect();
     for name in before.directories.keys().chain(after.directories.keys()) {
@@ -256,7 +294,13 @@ pub fn edges_taken(before: &Kinds, after: &Kinds, event: &Event) -> Vec<Edge> {
             )
         })
         .collect();
-    for component in [C::BaseBackup, C::Script, C::Sync, C::Journal] {
+    for component in [
+        C::BaseBackup,
+        C::Script,
+        C::Sync,
+        C::Journal,
+        C::PruneScript,
+    ] {
         let (from, to) = (before.singleton(component), after.singleton(component));
         if component.vocabulary(kind) || from != to {
             edges.push(edge(component, from, kind, to));
@@ -278,7 +322,10 @@ fn named_directories(event: &Event) -> Vec<DirectoryName> {
         | Event::CurrentLinkSwitched { directory, .. }
         | Event::ScriptStarted { directory, .. }
         | Event::ScriptSucceeded { directory, .. }
-        | Event::ScriptFailed { directory, .. } => vec![*directory],
+        | Event::ScriptFailed { directory, .. }
+        | Event::PruneStarted { directory, .. }
+        | Event::DirectoryMovedAside { directory, .. }
+        | Event::DirectoryPruned { directory, .. } => vec![*directory],
         Event::SyncStarted { .. }
         | Event::SyncStopped { .. }
         | Event::SyncAbandoned { .. }
@@ -286,7 +333,10 @@ fn named_directories(event: &Event) -> Vec<DirectoryName> {
         | Event::JournalTailCut { .. }
         | Event::SystemIdentifierRecorded { .. }
         | Event::NewSeriesStarted { .. }
-        | Event::CurrentLinkObserved { .. } => Vec::new(),
+        | Event::CurrentLinkObserved { .. }
+        // The directory a prune script runs for is gone from the directories already.
+        | Event::PruneScriptSucceeded { .. }
+        | Event::PruneScriptFailed { .. } => Vec::new(),
     }
 }
 

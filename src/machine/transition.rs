@@ -152,8 +152,14 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
                 let Some(directory) = state.directories.get_mut(name) else {
                     continue; // removed meanwhile (a failed directory): nothing to count
                 };
-                if directory.phase == DirectoryPhase::Failed {
-                    continue; // about to be removed; never shipped
+                if matches!(
+                    directory.phase,
+                    DirectoryPhase::Failed | DirectoryPhase::Pruning | DirectoryPhase::MovedAside
+                ) {
+                    // About to be removed: a failed one was never shipped; one being pruned
+                    // (S-8.3) was chosen by a `wal` just before it was sealed, and the file
+                    // is in the current directory too (S-2.7).
+                    continue;
                 }
                 // Every arrival changes what the script must ship, even a duplicate: after a
                 // crash between link and record, the journal may never have counted it.
@@ -233,6 +239,12 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
             });
             target.content_version += 1;
             target.newest_file_at = target.newest_file_at.max(*at);
+            // S-8.3: the journal's order of base backups, which retention goes by.
+            let retention = &mut state.retention;
+            retention
+                .base_order
+                .insert(*directory, retention.bases_finished);
+            retention.bases_finished += 1;
             let base = &mut state.base_backup;
             base.running = None;
             base.consecutive_failures = 0;
@@ -290,15 +302,22 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
                     format!("directory {directory} failed: its removal is DirectoryRemoved"),
                 ));
             }
+            if matches!(
+                lost.phase,
+                DirectoryPhase::Pruning | DirectoryPhase::MovedAside
+            ) {
+                return Err(reject(
+                    event,
+                    format!(
+                        "directory {directory} is being pruned: its removal is DirectoryPruned"
+                    ),
+                ));
+            }
             let shipped = state
                 .directories
                 .get(directory)
                 .is_some_and(|d| d.shipped.is_some_and(|s| s.version == d.content_version));
-            state.directories.remove(directory);
-            state.timelines.remove(directory);
-            if state.current_link == Some(*directory) {
-                state.current_link = None;
-            }
+            forget_directory(state, *directory);
             if state.lost_directories.len() == LOST_DIRECTORIES_KEPT {
                 state.lost_directories.remove(0);
             }
@@ -354,11 +373,7 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
                     format!("directory {directory} has not failed"),
                 ));
             }
-            state.directories.remove(directory);
-            state.timelines.remove(directory);
-            if state.current_link == Some(*directory) {
-                state.current_link = None;
-            }
+            forget_directory(state, *directory);
         }
         Event::CurrentLinkSwitched { directory, .. } => {
             let target = directory_mut(state, event, *directory)?;
@@ -501,6 +516,104 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
                 reason: None,
             });
         }
+        Event::PruneStarted { directory, .. } => {
+            require_sync(state, event)?;
+            if state
+                .script
+                .running
+                .is_some_and(|run| run.directory == *directory)
+            {
+                return Err(reject(
+                    event,
+                    format!("the script runs for {directory}: its outcome comes first"),
+                ));
+            }
+            // The one guard that matters most (S-8.3): whatever the policy, the clock or the
+            // caller say, only a sealed directory whose last state was shipped is pruned.
+            let shipped_whole = state.fully_shipped(*directory);
+            let target = directory_mut(state, event, *directory)?;
+            if target.phase != DirectoryPhase::Sealed {
+                return Err(reject(
+                    event,
+                    format!("directory {directory} is not sealed"),
+                ));
+            }
+            if target.base.is_none() || !shipped_whole {
+                return Err(reject(
+                    event,
+                    format!("the backup script has not shipped the last state of {directory}"),
+                ));
+            }
+            target.phase = DirectoryPhase::Pruning;
+        }
+        Event::DirectoryMovedAside { directory, .. } => {
+            require_sync(state, event)?;
+            let target = directory_mut(state, event, *directory)?;
+            if target.phase != DirectoryPhase::Pruning {
+                return Err(reject(
+                    event,
+                    format!("directory {directory} is not being pruned"),
+                ));
+            }
+            target.phase = DirectoryPhase::MovedAside;
+        }
+        Event::DirectoryPruned {
+            directory,
+            prune_script,
+            at,
+        } => {
+            require_sync(state, event)?;
+            let target = directory_mut(state, event, *directory)?;
+            if target.phase != DirectoryPhase::MovedAside {
+                return Err(reject(
+                    event,
+                    format!("directory {directory} was not moved aside"),
+                ));
+            }
+            forget_directory(state, *directory);
+            let retention = &mut state.retention;
+            if *prune_script {
+                retention.offsite_pending.push(*directory);
+            }
+            retention.pruned_count += 1;
+            retention.last_pruned = Some((*directory, *at));
+        }
+        Event::PruneScriptSucceeded { directory, at } => {
+            require_sync(state, event)?;
+            let retention = &mut state.retention;
+            let Some(index) = retention
+                .offsite_pending
+                .iter()
+                .position(|name| name == directory)
+            else {
+                return Err(reject(
+                    event,
+                    format!("no prune script is owed for {directory}"),
+                ));
+            };
+            retention.offsite_pending.remove(index);
+            retention.prune_script_failures = 0;
+            retention.prune_script_last_success_at = Some(*at);
+        }
+        Event::PruneScriptFailed {
+            directory,
+            output,
+            at,
+        } => {
+            require_sync(state, event)?;
+            let retention = &mut state.retention;
+            if !retention.offsite_pending.contains(directory) {
+                return Err(reject(
+                    event,
+                    format!("no prune script is owed for {directory}"),
+                ));
+            }
+            retention.prune_script_failures = retention.prune_script_failures.saturating_add(1);
+            retention.prune_script_last_failure = Some(Failure {
+                at: *at,
+                message: last_bytes(output),
+            });
+        }
         Event::JournalRebuilt { reason, damage, at } => {
             state.journal = JournalHealth::Rebuilt {
                 at: *at,
@@ -562,6 +675,16 @@ fn require_session(state: &State, event: &Event, pid: u32) -> Result<(), Transit
             format!("the recorded sync is process {}", session.pid),
         )),
         None => Err(reject(event, "no sync process is recorded as running")),
+    }
+}
+
+/// Removes every trace of a directory that is gone from disk.
+fn forget_directory(state: &mut State, directory: DirectoryName) {
+    state.directories.remove(&directory);
+    state.timelines.remove(&directory);
+    state.retention.base_order.remove(&directory);
+    if state.current_link == Some(directory) {
+        state.current_link = None;
     }
 }
 

@@ -42,6 +42,8 @@ pub(super) fn phase_label(phase: DirectoryPhase) -> &'static str {
         DirectoryPhase::Current => "current",
         DirectoryPhase::Sealed => "sealed",
         DirectoryPhase::Failed => "failed",
+        DirectoryPhase::Pruning => "pruning",
+        DirectoryPhase::MovedAside => "moved_aside",
     }
 }
 

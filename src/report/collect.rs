@@ -375,6 +375,8 @@ pub fn build_report(
             ),
         });
     }
+    let retention =
+        super::retention::retention_report(home, state, policy, disk.as_ref(), now, &mut problems);
     Ok(StatusReport {
         schema: SCHEMA_NAME,
         schema_version: SCHEMA_VERSION,
@@ -397,6 +399,7 @@ pub fn build_report(
         script,
         disk,
         conflicts,
+        retention,
         everything_shipped: state.everything_shipped(),
         problems,
     })

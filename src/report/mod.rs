@@ -18,8 +18,9 @@ mod collect;
 mod error;
 mod model;
 mod render;
+mod retention;
 
 pub use collect::build_report;
 pub use error::ReportError;
 pub use model::*;
-pub use render::{render_human, render_journal};
+pub use render::{human_bytes, render_human, render_journal};

@@ -36,6 +36,7 @@ pub struct StatusReport {
     pub script: ScriptReport,
     pub disk: Option<DiskReport>,
     pub conflicts: ConflictsReport,
+    pub retention: RetentionReport,
     pub everything_shipped: bool,
     pub problems: Vec<Problem>,
 }
@@ -179,6 +180,45 @@ pub struct ConflictsReport {
     pub cap_reached: bool,
     /// Which file and when, as `wal` noted it.
     pub not_kept: Option<String>,
+}
+
+/// Retention (S-8.3): `retention.keep_bases`, what it would delete next, and the prune script.
+#[derive(Debug, Serialize)]
+pub struct RetentionReport {
+    /// 0: retention is off, nothing is ever deleted.
+    pub keep_bases: u32,
+    /// What the sync (or `pgbak prune`) would delete now, oldest first.
+    pub would_delete: Vec<PruneCandidateReport>,
+    /// Bytes on disk those deletions free (files linked into a kept directory excluded).
+    pub bytes_freed: Option<u64>,
+    /// The free space after them.
+    pub free_bytes_after: Option<u64>,
+    /// Directories being pruned now (a sync resumes them), with their step.
+    pub in_progress: Vec<String>,
+    pub pruned_count: u64,
+    pub last_pruned: Option<String>,
+    pub last_pruned_at: Option<String>,
+    pub prune_script: PruneScriptReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PruneCandidateReport {
+    pub name: String,
+    pub base_finished_at: Option<String>,
+    pub wal_files: u64,
+}
+
+/// `$PGBAK/scripts/prune` (S-8.3).
+#[derive(Debug, Serialize)]
+pub struct PruneScriptReport {
+    pub path: String,
+    pub present: bool,
+    /// Pruned directories it has not yet succeeded for, oldest first.
+    pub owed: Vec<String>,
+    pub consecutive_failures: u32,
+    pub next_retry_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub last_failure: Option<FailureReport>,
 }
 
 #[derive(Debug, Serialize)]

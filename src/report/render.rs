@@ -4,6 +4,7 @@
 //! never disagree; reads nothing itself.
 
 use super::FailureReport;
+use super::RetentionReport;
 use super::StatusReport;
 use super::error::ReportError;
 use crate::home::journal_file;
@@ -14,7 +15,7 @@ use crate::journal::StopKind;
 use crate::machine::{Event, State};
 use std::io::Write;
 
-pub(super) fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -30,6 +31,78 @@ pub(super) fn human_bytes(bytes: u64) -> String {
 }
 
 /// The human rendering: one section per part of S-6.4, problems last.
+/// S-8.3: retention's line, what it would delete next, and the prune script.
+fn render_retention(retention: &RetentionReport, out: &mut dyn Write) -> std::io::Result<()> {
+    if retention.keep_bases == 0 {
+        writeln!(
+            out,
+            "\nretention    off (retention.keep_bases = 0): nothing is ever deleted"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "\nretention    keep {} base backup(s)",
+            retention.keep_bases
+        )?;
+        if retention.would_delete.is_empty() {
+            writeln!(out, "             would delete next: nothing")?;
+        } else {
+            let names: Vec<&str> = retention
+                .would_delete
+                .iter()
+                .map(|candidate| candidate.name.as_str())
+                .collect();
+            writeln!(
+                out,
+                "             would delete next: {} ({} freed{})",
+                names.join(", "),
+                retention
+                    .bytes_freed
+                    .map_or("unknown".to_owned(), human_bytes),
+                retention
+                    .free_bytes_after
+                    .map_or(String::new(), |free| format!(
+                        ", {} free after",
+                        human_bytes(free)
+                    ))
+            )?;
+        }
+    }
+    for pruning in &retention.in_progress {
+        writeln!(out, "             being pruned: {pruning}")?;
+    }
+    if let Some(last) = &retention.last_pruned {
+        writeln!(
+            out,
+            "             pruned so far: {} (last {last} at {})",
+            retention.pruned_count,
+            retention.last_pruned_at.as_deref().unwrap_or("?")
+        )?;
+    }
+    let script = &retention.prune_script;
+    if script.present || !script.owed.is_empty() {
+        writeln!(
+            out,
+            "             prune script {}{}",
+            script.path,
+            if script.present { "" } else { " (missing)" }
+        )?;
+        if !script.owed.is_empty() {
+            writeln!(out, "             owed for: {}", script.owed.join(", "))?;
+        }
+        if script.consecutive_failures > 0 {
+            writeln!(
+                out,
+                "             {} consecutive failure(s); next retry at {}",
+                script.consecutive_failures,
+                script.next_retry_at.as_deref().unwrap_or("once running")
+            )?;
+        }
+        write_failure(out, &script.last_failure)?;
+    }
+    Ok(())
+}
+
 pub fn render_human(report: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
@@ -261,6 +334,8 @@ pub fn render_human(report: &StatusReport, out: &mut dyn Write) -> std::io::Resu
         )?;
     }
     write_failure(out, &script.last_failure)?;
+
+    render_retention(&report.retention, out)?;
 
     if let Some(disk) = &report.disk {
         writeln!(

@@ -1,9 +1,11 @@
-//! The two directory operations of the sync around a base backup: pointing `$PGBAK/current`
-//! at a finished directory, atomically (a symlink renamed over the old one, S-4.5), and
-//! removing a failed pending directory.
+//! The directory operations of the sync: pointing `$PGBAK/current` at a finished directory,
+//! atomically (a symlink renamed over the old one, S-4.5), removing a failed pending
+//! directory, and retention's two steps (S-8.3): moving a directory aside to
+//! `.pruning-TIMESTAMP`, then removing it.
 //!
 //! Invariants: `current` always names a directory or nothing, never a half-made link; a
-//! removal only ever touches a directory pgbak created, and each step is fsynced (S-2.3).
+//! removal only ever touches a directory pgbak created, and each step is fsynced (S-2.3);
+//! every step is idempotent, so a sync that died after it and before its record can repeat it.
 
 use crate::home::environment::PgbakHome;
 use crate::home::names::CURRENT_LINK_NAME;
@@ -51,6 +53,84 @@ pub fn remove_failed_directory(home: &PgbakHome, directory: DirectoryName) -> io
         }
     }
     // Also when it was already missing: a previous call may have crashed before this fsync.
+    fsync_directory(&home.path)
+}
+
+/// Refuses (an `InvalidInput` error) when `$PGBAK/current` points at `directory`.
+fn refuse_current(home: &PgbakHome, directory: DirectoryName, what: &str) -> io::Result<()> {
+    let current = home.current_link_path();
+    match std::fs::read_link(&current) {
+        Ok(target) if target.file_name() == Some(OsStr::new(&directory.to_string())) => {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: not {what}: {} points at it",
+                    home.directory_path(directory).display(),
+                    current.display()
+                ),
+            ))
+        }
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(io::Error::new(
+            error.kind(),
+            format!("{}: readlink: {error}", current.display()),
+        )),
+    }
+}
+
+/// Retention's first step (S-8.3): renames `$PGBAK/TIMESTAMP` to `$PGBAK/.pruning-TIMESTAMP`,
+/// then fsyncs `$PGBAK`. After a crash it is repeated: a directory already moved (or gone)
+/// is success, and the fsync covers a rename that was not yet durable. Refuses when
+/// `$PGBAK/current` points at it, or when both names exist (nothing is overwritten).
+pub fn move_directory_aside(home: &PgbakHome, directory: DirectoryName) -> io::Result<()> {
+    refuse_current(home, directory, "pruned")?;
+    let path = home.directory_path(directory);
+    let aside = home.moved_aside_path(directory);
+    match std::fs::symlink_metadata(&path) {
+        Ok(_) => {
+            if std::fs::symlink_metadata(&aside).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{}: not moved aside: {} exists already",
+                        path.display(),
+                        aside.display()
+                    ),
+                ));
+            }
+            std::fs::rename(&path, &aside).map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("{}: rename to {}: {error}", path.display(), aside.display()),
+                )
+            })?;
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(io::Error::new(
+                error.kind(),
+                format!("{}: {error}", path.display()),
+            ));
+        }
+    }
+    fsync_directory(&home.path)
+}
+
+/// Retention's second step (S-8.3): removes `$PGBAK/.pruning-TIMESTAMP` with everything in
+/// it, then fsyncs `$PGBAK`. Already gone is success.
+pub fn remove_moved_aside(home: &PgbakHome, directory: DirectoryName) -> io::Result<()> {
+    let aside = home.moved_aside_path(directory);
+    match std::fs::remove_dir_all(&aside) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(io::Error::new(
+                error.kind(),
+                format!("{}: remove: {error}", aside.display()),
+            ));
+        }
+    }
     fsync_directory(&home.path)
 }
 

@@ -245,7 +245,15 @@ fn describe_event(event: &Event) -> String {
         | Event::DirectoryRemoved { directory, .. }
         | Event::CurrentLinkSwitched { directory, .. }
         | Event::DirectoryLost { directory, .. }
-        | Event::ScriptSucceeded { directory, .. } => directory.to_string(),
+        | Event::ScriptSucceeded { directory, .. }
+        | Event::PruneStarted { directory, .. }
+        | Event::DirectoryMovedAside { directory, .. }
+        | Event::PruneScriptSucceeded { directory, .. } => directory.to_string(),
+        Event::DirectoryPruned {
+            directory,
+            prune_script,
+            ..
+        } => format!("{directory} prune_script={prune_script}"),
         Event::SystemIdentifierRecorded {
             system_identifier, ..
         } => system_identifier.to_string(),
@@ -272,6 +280,9 @@ fn describe_event(event: &Event) -> String {
             directory, output, ..
         }
         | Event::ScriptFailed {
+            directory, output, ..
+        }
+        | Event::PruneScriptFailed {
             directory, output, ..
         } => format!("{directory}: {}", last_line(output)),
         Event::ScriptStarted {

@@ -95,6 +95,8 @@ pub enum ScriptOutcome {
 pub struct ScriptProcess {
     directory: DirectoryName,
     current_timestamp: DirectoryName,
+    /// "backup script" or "prune script": what its messages call it.
+    label: &'static str,
     group: ChildGroup,
     started: Instant,
 }
@@ -193,6 +195,63 @@ impl ScriptProcess {
                 directory: working_directory,
             });
         }
+        let arguments = [directory.to_string(), current_timestamp.to_string()];
+        let source = format!("[script {directory}]");
+        let mut process = Self::spawn(
+            home,
+            &script,
+            directory,
+            "backup script",
+            &arguments,
+            &working_directory,
+            source,
+            log,
+            leader,
+        )?;
+        process.current_timestamp = current_timestamp;
+        Ok(process)
+    }
+
+    /// Starts `$PGBAK/scripts/prune DIRECTORY` in `$PGBAK` (S-8.3): the same contract as the
+    /// backup script's otherwise (environment, output, process group). The caller checked
+    /// that the script exists; a problem starting it is an `Err` like the backup script's.
+    pub fn start_prune(
+        home: &PgbakHome,
+        directory: DirectoryName,
+        log: &Arc<SyncLog>,
+        leader: GroupLeader,
+    ) -> Result<ScriptProcess, ScriptStartError> {
+        let script = home.prune_script_path();
+        if let Some(problem) = script_problem(&script) {
+            return Err(problem);
+        }
+        let source = format!("[prune {directory}]");
+        Self::spawn(
+            home,
+            &script,
+            directory,
+            "prune script",
+            &[directory.to_string()],
+            &home.path,
+            source,
+            log,
+            leader,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // one private constructor behind the two public ones
+    fn spawn(
+        home: &PgbakHome,
+        script: &Path,
+        directory: DirectoryName,
+        label: &'static str,
+        arguments: &[String],
+        working_directory: &Path,
+        source: String,
+        log: &Arc<SyncLog>,
+        leader: GroupLeader,
+    ) -> Result<ScriptProcess, ScriptStartError> {
+        let script = script.to_owned();
         let mut command = match leader {
             GroupLeader::Script => Command::new(&script),
             GroupLeader::Guardian => {
@@ -204,17 +263,15 @@ impl ScriptProcess {
             }
         };
         command
-            .arg(directory.to_string())
-            .arg(current_timestamp.to_string())
-            .current_dir(&working_directory)
+            .args(arguments)
+            .current_dir(working_directory)
             .env(PGBAK_VARIABLE, &home.path);
         // If the sync process dies (kill -9), the group's leader gets SIGTERM instead of
         // running on unsupervised next to the run the next sync starts (S-5.2: one run at a
         // time). The guardian passes it to the whole group (S-5.4).
         let log = Arc::clone(log);
-        let source = format!("[script {directory}]");
         let options = GroupOptions {
-            name: "the backup script".into(),
+            name: format!("the {label}"),
             output_name: "output".into(),
             stdout: StandardOutput::Drained,
             parent_death_signal: Some(Signal::SIGTERM),
@@ -228,7 +285,8 @@ impl ScriptProcess {
             })?;
         Ok(ScriptProcess {
             directory,
-            current_timestamp,
+            current_timestamp: directory,
+            label,
             group,
             started: Instant::now(),
         })
@@ -261,7 +319,7 @@ impl ScriptProcess {
             Ok(Some(status)) => Some(ScriptOutcome::Failed {
                 output: failure_output(
                     &self.group.output_tail(),
-                    &format!("backup script {}", describe_exit(status)),
+                    &format!("{} {}", self.label, describe_exit(status)),
                 ),
             }),
             Err(error) => {
@@ -272,7 +330,7 @@ impl ScriptProcess {
                 Some(ScriptOutcome::Failed {
                     output: failure_output(
                         &tail,
-                        &format!("cannot wait for the backup script: {error}"),
+                        &format!("cannot wait for the {}: {error}", self.label),
                     ),
                 })
             }

@@ -16,7 +16,7 @@ use crate::util::{Scratch, executable, pgbak_failing_at as pgbak};
 
 /// A `$PGBAK` with a stand-in `pg_basebackup` (a tar of a small tree), a backup script that
 /// succeeds, no autostart, and one archived segment.
-fn world(label: &str) -> (Scratch, PathBuf, PathBuf) {
+pub(crate) fn world(label: &str) -> (Scratch, PathBuf, PathBuf) {
     let scratch = Scratch::new(&format!("crash-sync-{label}"));
     let root = scratch.0.clone();
     fs::create_dir_all(root.join("data")).unwrap();
@@ -53,11 +53,11 @@ fn world(label: &str) -> (Scratch, PathBuf, PathBuf) {
     (scratch, home, segment)
 }
 
-fn journal(home: &Path) -> String {
+pub(crate) fn journal(home: &Path) -> String {
     String::from_utf8(pgbak(home, None, &["status", "--journal"]).stdout).unwrap()
 }
 
-fn archive(home: &Path, root: &Path, number: u32) -> PathBuf {
+pub(crate) fn archive(home: &Path, root: &Path, number: u32) -> PathBuf {
     let segment = root.join(format!("0000000100000000000000{number:02X}"));
     let bytes: Vec<u8> = (0..16u32 << 20)
         .map(|i| ((i / 4096 + number) % 251) as u8)
@@ -73,7 +73,7 @@ fn archive(home: &Path, root: &Path, number: u32) -> PathBuf {
 }
 
 /// Every archived segment is stored, complete and exact, in some backup directory.
-fn assert_stored(home: &Path, segment: &Path, point: &str) {
+pub(crate) fn assert_stored(home: &Path, segment: &Path, point: &str) {
     let name = format!("{}.zst", segment.file_name().unwrap().to_str().unwrap());
     let stored: Vec<PathBuf> = fs::read_dir(home)
         .unwrap()

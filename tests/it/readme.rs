@@ -45,6 +45,7 @@ fn readme_documents_every_command_and_problem_code() {
     let sources = [
         include_str!("../../src/report/collect.rs"),
         include_str!("../../src/report/analyse.rs"),
+        include_str!("../../src/report/retention.rs"),
     ];
     let codes: Vec<&str> = sources
         .iter()

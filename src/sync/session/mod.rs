@@ -457,6 +457,19 @@ impl<'a, W: SessionWorld> Session<'a, W> {
                     }
                 }
             }
+            Action::PruneDirectory { directory } => {
+                self.record(vec![Event::PruneStarted {
+                    directory: *directory,
+                    at: self.now(),
+                }])?;
+                crate::failpoint::fail_point("prune-after-intent");
+                self.move_aside_and_remove(*directory)?;
+            }
+            Action::MoveDirectoryAside { directory } => self.move_aside_and_remove(*directory)?,
+            Action::RemoveMovedAsideDirectory { directory } => {
+                return self.remove_moved_aside(*directory);
+            }
+            Action::RunPruneScript { directory } => self.run_prune_script(*directory)?,
             Action::StartBaseBackup {
                 directory,
                 open_directory,
@@ -486,6 +499,68 @@ impl<'a, W: SessionWorld> Session<'a, W> {
             }
         }
         Ok(true)
+    }
+
+    /// Retention's steps after the intent (S-8.3): move the directory aside (rename, fsync
+    /// `$PGBAK`), record it, then remove it. A step that fails is deferred by the action that
+    /// resumes it, which is what the next plan asks for.
+    fn move_aside_and_remove(&mut self, directory: DirectoryName) -> Result<(), SessionError> {
+        if let Err(error) = self.world.move_directory_aside(directory) {
+            self.defer(
+                &Action::MoveDirectoryAside { directory },
+                &format!("moving {directory} aside to prune it: {error}"),
+            );
+            return Ok(());
+        }
+        crate::failpoint::fail_point("prune-after-move-aside");
+        self.record(vec![Event::DirectoryMovedAside {
+            directory,
+            at: self.now(),
+        }])?;
+        crate::failpoint::fail_point("prune-before-remove");
+        self.remove_moved_aside(directory).map(|_| ())
+    }
+
+    /// Retention's last step (S-8.3): remove the moved-aside directory, then record
+    /// `DirectoryPruned`, noting whether `scripts/prune` is owed a run for it.
+    fn remove_moved_aside(&mut self, directory: DirectoryName) -> Result<bool, SessionError> {
+        if let Err(error) = self.world.remove_moved_aside(directory) {
+            self.defer(
+                &Action::RemoveMovedAsideDirectory { directory },
+                &format!("removing pruned directory {directory}: {error}"),
+            );
+            return Ok(false);
+        }
+        crate::failpoint::fail_point("prune-after-remove");
+        let prune_script = self.world.prune_script_exists();
+        self.record(vec![Event::DirectoryPruned {
+            directory,
+            prune_script,
+            at: self.now(),
+        }])?;
+        crate::failpoint::fail_point("prune-after-pruned");
+        Ok(true)
+    }
+
+    /// S-8.3: `scripts/prune DIRECTORY`, waited for in place, its outcome recorded. It has no
+    /// intent record: a run cut short by a crash is run again, like a failed one.
+    fn run_prune_script(&mut self, directory: DirectoryName) -> Result<(), SessionError> {
+        let outcome = self.world.run_prune_script(directory, &self.log);
+        let at = self.now();
+        self.record(vec![match outcome {
+            Ok(()) => Event::PruneScriptSucceeded { directory, at },
+            Err(output) => {
+                self.log.error(&format!(
+                    "prune script for {directory} failed: {}",
+                    crate::sync::log::last_line(&output)
+                ));
+                Event::PruneScriptFailed {
+                    directory,
+                    output,
+                    at,
+                }
+            }
+        }])
     }
 
     fn defer(&mut self, action: &Action, what: &str) {

@@ -129,6 +129,7 @@ impl SimulatedWorld {
                 self.checkpoint();
             }
             Step::MisdirectCurrentLink => self.link = None,
+            Step::SetPruneScriptFailing { failing } => self.world.prune_script_failing = failing,
             Step::FinishBaseBackup {
                 succeeded,
                 server_unreachable,
@@ -246,6 +247,7 @@ impl SessionWorld for SimulatedWorld {
                 if let Some(child) = self.script.as_mut() {
                     child.outcome.get_or_insert(ScriptOutcome::Succeeded);
                 }
+                self.world.prune_script_failing = false;
             }
         }
     }
@@ -315,6 +317,33 @@ impl SessionWorld for SimulatedWorld {
         self.dead()?;
         assert_ne!(self.link, Some(directory), "removing the current directory");
         Ok(())
+    }
+
+    fn move_directory_aside(&mut self, directory: DirectoryName) -> io::Result<()> {
+        self.dead()?;
+        assert_ne!(self.link, Some(directory), "pruning the current directory");
+        Ok(())
+    }
+
+    fn remove_moved_aside(&mut self, _directory: DirectoryName) -> io::Result<()> {
+        self.dead()
+    }
+
+    fn prune_script_exists(&self) -> bool {
+        true
+    }
+
+    fn run_prune_script(
+        &mut self,
+        _directory: DirectoryName,
+        _log: &Arc<SyncLog>,
+    ) -> Result<(), String> {
+        self.dead().map_err(|error| error.to_string())?;
+        if self.world.prune_script_failing {
+            Err("ssh: connect to host backup.example: Connection refused".into())
+        } else {
+            Ok(())
+        }
     }
 
     fn prepare_base_directory(&mut self, _directory: DirectoryName) -> Result<(), String> {
@@ -421,6 +450,8 @@ fn run_walk(steps: Vec<Step>) -> SimulatedWorld {
             other => world.perform_outside(other),
         }
     }
+    // The offsite host is back: the prune script succeeds from here on (S-8.3).
+    world.world.prune_script_failing = false;
     for _ in 0..LIVENESS_ROUNDS {
         let plan = next_actions(&world.world.state, world.world.now, &world.world.policy);
         if plan.finished && world.world.state.everything_shipped() {

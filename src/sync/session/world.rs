@@ -34,6 +34,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often a running prune script is looked at: it is waited for in place (S-8.3), so this is
+/// also how soon a stop signal reaches it.
+const PRUNE_SCRIPT_POLL: Duration = Duration::from_millis(50);
+
 /// Whether a refresh found the journal as this process left it, or replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Freshness {
@@ -71,6 +75,20 @@ pub(crate) trait SessionWorld {
     fn point_current_link_at(&mut self, directory: DirectoryName) -> io::Result<()>;
     /// Removes a failed directory (S-4.5).
     fn remove_failed_directory(&mut self, directory: DirectoryName) -> io::Result<()>;
+    /// Retention (S-8.3): renames the directory to `.pruning-TIMESTAMP`, fsyncs `$PGBAK`.
+    fn move_directory_aside(&mut self, directory: DirectoryName) -> io::Result<()>;
+    /// Retention (S-8.3): removes `.pruning-TIMESTAMP`, fsyncs `$PGBAK`.
+    fn remove_moved_aside(&mut self, directory: DirectoryName) -> io::Result<()>;
+    /// Whether `$PGBAK/scripts/prune` exists, in any form (a broken one fails when run and is
+    /// retried like the backup script).
+    fn prune_script_exists(&self) -> bool;
+    /// Runs `scripts/prune DIRECTORY` to its end (S-8.3): `Err` is the failure's output. A stop
+    /// signal or `script.timeout_seconds` stops it, as a failure.
+    fn run_prune_script(
+        &mut self,
+        directory: DirectoryName,
+        log: &Arc<SyncLog>,
+    ) -> Result<(), String>;
 
     /// Creates the base backup's directory and its `pg_wal/`; the error as a log line.
     fn prepare_base_directory(&mut self, directory: DirectoryName) -> Result<(), String>;
@@ -195,6 +213,49 @@ impl SessionWorld for RealWorld<'_> {
 
     fn remove_failed_directory(&mut self, directory: DirectoryName) -> io::Result<()> {
         directories::remove_failed_directory(self.home, directory)
+    }
+
+    fn move_directory_aside(&mut self, directory: DirectoryName) -> io::Result<()> {
+        directories::move_directory_aside(self.home, directory)
+    }
+
+    fn remove_moved_aside(&mut self, directory: DirectoryName) -> io::Result<()> {
+        directories::remove_moved_aside(self.home, directory)
+    }
+
+    fn prune_script_exists(&self) -> bool {
+        std::fs::symlink_metadata(self.home.prune_script_path()).is_ok()
+    }
+
+    fn run_prune_script(
+        &mut self,
+        directory: DirectoryName,
+        log: &Arc<SyncLog>,
+    ) -> Result<(), String> {
+        let mut script =
+            ScriptProcess::start_prune(self.home, directory, log, GroupLeader::Guardian)
+                .map_err(|error| error.to_string())?;
+        let timeout = match self.config.script.timeout_seconds {
+            0 => None,
+            seconds => Some(Duration::from_secs(seconds)),
+        };
+        loop {
+            match script.try_finish() {
+                Some(ScriptOutcome::Succeeded) => return Ok(()),
+                Some(ScriptOutcome::Failed { output }) => return Err(output),
+                None => {}
+            }
+            if let Some(signal) = self.signals.received() {
+                return Err(script.stop(&format!("interrupted by {signal}")));
+            }
+            if timeout.is_some_and(|timeout| script.running_for() >= timeout) {
+                return Err(script.stop(&format!(
+                    "timed out after {} s (script.timeout_seconds): killed",
+                    self.config.script.timeout_seconds
+                )));
+            }
+            std::thread::sleep(PRUNE_SCRIPT_POLL);
+        }
     }
 
     fn prepare_base_directory(&mut self, directory: DirectoryName) -> Result<(), String> {
