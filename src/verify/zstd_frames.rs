@@ -15,8 +15,12 @@
 //! flag (pgbak always asks for it: without it content damage could pass), and anything after
 //! the last frame. One kind of header damage stays invisible by design: a flipped bit of the
 //! window *exponent* that makes the window larger (or smaller but still large enough). The
-//! decoded content is then identical, so the backup restores exactly as before; see the
-//! corruption test for how it is counted.
+//! decoded content is then identical, so the backup restores exactly as before. The same holds
+//! inside compressed blocks, where no header check can help: an entropy table (Huffman
+//! weights, FSE probabilities) may describe symbols the block never uses, and a flip there
+//! changes no decoded byte. Such flips are harmless by construction (a restore reads the very
+//! same bytes); catching them would need a stored hash of the compressed file. The corruption
+//! test (`tests/it/e2e_verify.rs`) counts them apart after checking the content is identical.
 //!
 //! Invariant: read-only, bounded by [`BLOCK_HEADERS_MAX`] block headers per file.
 

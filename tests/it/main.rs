@@ -31,6 +31,7 @@ mod e2e_pg18;
 mod e2e_restart_and_full_disk;
 mod e2e_restore;
 mod e2e_two_bases_under_load;
+mod e2e_verify;
 mod e2e_wait_after_stop;
 mod error_messages;
 // Its history is made in the machine's simulated world, built only with `simulation` (which
