@@ -161,10 +161,9 @@ fn corruptions_are_all_reported(version: PgVersion) {
     let (mut pg_verifybackup_found, mut pg_verifybackup_asked) = (0, 0);
     for round in 0..CORRUPTIONS_PER_VERSION {
         // Every kind at least once, then at random.
-        let kind = if round < KINDS.len() {
-            KINDS[round]
-        } else {
-            *random.pick(&KINDS)
+        let kind = match KINDS.get(round) {
+            Some(kind) => *kind,
+            None => *random.pick(&KINDS),
         };
         let copy = copy_of(&backup.directory, &scratch.join(format!("c{round}")));
         let corruption = corrupt(kind, &copy, &backup, &foreign, &mut random);
