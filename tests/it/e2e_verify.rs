@@ -144,6 +144,19 @@ fn corruptions_are_all_reported(version: PgVersion) {
     let report = verify(&clean);
     assert_eq!(report["ok"], true, "the clean backup must pass: {report:#}");
     assert!(report["directories"][0]["members"].as_u64().unwrap() > 100);
+    // The same backup through $PGBAK: current by default, by its TIMESTAMP, and --all.
+    let name = backup.directory.file_name().unwrap().to_str().unwrap();
+    for args in [
+        vec!["verify"],
+        vec!["verify", name],
+        vec!["verify", "--all"],
+    ] {
+        let output = cluster.pgbak(&args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "pgbak {args:?}: {stdout}");
+        assert!(stdout.contains(": ok: "), "{stdout}");
+        assert!(stdout.contains(name), "{stdout}");
+    }
     let pg_verifybackup = (version == PgVersion::V18).then(|| {
         let clean_manifest = manifest_of(&clean.join("base.tzst")).expect("clean manifest");
         assert_eq!(
