@@ -20,6 +20,8 @@
 //! - [`backup_copy`]: reading a backup copy without the journal (`$PGBAK`, one directory, an
 //!   offsite copy): the WAL pool, the chain check across timelines, which directory to restore
 //!   from, and `restore-wal`'s answer for one file.
+//! - [`verify`]: `pgbak verify` (S-8.2): every file of a backup decoded and checked, `base.tzst`
+//!   against its `backup_manifest`, the WAL chain and each segment's cluster; problems named.
 //! - [`os`]: operating-system primitives: durable files, OFD locks, the clock, signals,
 //!   bounded reads, process groups, detaching.
 //!
@@ -41,6 +43,7 @@ pub mod report;
 pub mod restore;
 pub mod sync;
 pub mod timestamp;
+pub mod verify;
 pub mod wal_header;
 pub mod wal_name;
 

@@ -119,6 +119,30 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         from: Option<std::path::PathBuf>,
     },
+    /// Check that a backup is whole and restorable (S-8.2): every file decoded and checked,
+    /// base.tzst against its backup_manifest, the WAL chain, and each segment's cluster.
+    ///
+    /// Read-only. Checks $PGBAK/current, a TIMESTAMP directory of $PGBAK, a backup directory or
+    /// a copy of $PGBAK (--from, PGBAK need not be set), or every directory with a base backup
+    /// (--all). Exit status: 0 when everything is whole; 1 when a problem was found (each one
+    /// is printed: file, member or offset, expected, found) or on an error.
+    Verify {
+        /// A TIMESTAMP directory of $PGBAK.
+        #[arg(conflicts_with = "from")]
+        timestamp: Option<std::ffi::OsString>,
+        /// A backup directory, or a copy of $PGBAK.
+        #[arg(long, value_name = "PATH")]
+        from: Option<std::path::PathBuf>,
+        /// Every directory with a base backup.
+        #[arg(long, conflicts_with = "timestamp")]
+        all: bool,
+        /// Print the report as JSON (schema "pgbak.verify", version 1).
+        #[arg(long)]
+        json: bool,
+        /// Threads reading files (default: the cores).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: Option<u16>,
+    },
     /// Internal: leads the backup script's process group for the sync (see
     /// src/sync/script_guardian.rs). Not for operators.
     #[command(name = "__script-guardian", hide = true)]
@@ -294,6 +318,28 @@ fn run(command: Command, out: &mut dyn Write) -> Result<ExitCode, pgbak::Error> 
                     commands::restore_wal::RestoreWalOutcome::EndOfArchive => {
                         ExitCode::from(commands::restore_wal::EXIT_END_OF_ARCHIVE)
                     }
+                },
+            );
+        }
+        Command::Verify {
+            timestamp,
+            from,
+            all,
+            json,
+            jobs,
+        } => {
+            let pgbak_home = std::env::var_os("PGBAK").map(std::path::PathBuf::from);
+            let request = commands::verify::VerifyRequest {
+                timestamp,
+                from,
+                all,
+                json,
+                jobs,
+            };
+            return Ok(
+                match commands::verify::run(&request, pgbak_home.as_deref(), out)? {
+                    commands::verify::VerifyOutcome::Clean => ExitCode::SUCCESS,
+                    commands::verify::VerifyOutcome::ProblemsFound => ExitCode::FAILURE,
                 },
             );
         }

@@ -9,5 +9,6 @@ pub mod restore;
 pub mod restore_wal;
 pub mod status;
 pub mod sync;
+pub mod verify;
 pub mod wait;
 pub mod wal;

@@ -35,6 +35,7 @@ mod e2e_restart_and_full_disk;
 mod e2e_restore;
 mod e2e_retention_under_load;
 mod e2e_two_bases_under_load;
+mod e2e_verify;
 mod e2e_wait_after_stop;
 mod error_messages;
 // Its history is made in the machine's simulated world, built only with `simulation` (which
