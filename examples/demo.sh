@@ -10,7 +10,9 @@
 # into a second data directory with stock tar and zstd (the README's recipe), and shows that the
 # data match. Then it drops a table by mistake, ships that too, and undoes the mistake with one
 # `pgbak restore --target-time` from the offsite copy alone (point-in-time recovery), showing
-# the table back and the data equal. It prints `pgbak status` along the way. Everything lives in one directory under
+# the table back and the data equal. Last, `pgbak verify --all` checks every backup directory
+# and `pgbak prune --keep 1 --dry-run` shows what retention would delete. It prints
+# `pgbak status` along the way. Everything lives in one directory under
 # /tmp, removed at the end, also when interrupted (Ctrl-C) or when a step fails.
 #
 # PostgreSQL refuses to run as root: as root, the servers and pgbak run as the `postgres` OS
@@ -156,3 +158,10 @@ else
   printf '\033[1;31mMISMATCH after the point-in-time restore\033[0m\n'
   exit 1
 fi
+
+step "pgbak verify --all: every byte of every backup directory, without extracting anything"
+pgbak verify --all
+
+step "pgbak prune --keep 1 --dry-run: what retention would delete (nothing is deleted)"
+pgbak status --json | python3 -c 'import json, sys; s = json.load(sys.stdin); print("directories:", ", ".join(d["name"] + " (" + d["state"] + ")" for d in s["directories"]))' || true
+pgbak prune --keep 1 --dry-run
