@@ -17,6 +17,21 @@ pub(super) const SKIPPABLE_FRAME_MAGIC_MASK: u32 = 0xFFFF_FFF0;
 /// has about 8,200 blocks of at most 128 KiB each, and a hostile file must not make it loop.
 pub(super) const BLOCK_HEADERS_MAX: usize = 1 << 20;
 
+/// The size of a zstd frame header (RFC 8878, 3.1.1.1) from its Frame_Header_Descriptor byte:
+/// magic (4), descriptor (1), window descriptor (1, absent for a single segment), dictionary ID
+/// (0, 1, 2 or 4) and frame content size (0/1, 2, 4 or 8).
+pub(crate) fn frame_header_bytes(descriptor: u8) -> u64 {
+    let single_segment = descriptor & 0x20 != 0;
+    let dictionary_id_bytes = [0u64, 1, 2, 4][usize::from(descriptor & 0b11)];
+    let content_size_bytes = match descriptor >> 6 {
+        0 => u64::from(single_segment),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    5 + u64::from(!single_segment) + dictionary_id_bytes + content_size_bytes
+}
+
 /// The decompressed size of a stored `.zst`: the sum of the content sizes of all its frames
 /// (S-2.2: one or more, one after the other), found by walking the frame and block headers
 /// (RFC 8878, 3.1.1) without decompressing anything. `None` when it is not a regular file, a
@@ -64,16 +79,8 @@ pub fn stored_content_bytes(path: &Path) -> io::Result<Option<u64>> {
             return Ok(None);
         };
         let descriptor = header[4];
-        let single_segment = descriptor & 0x20 != 0;
         let has_checksum = descriptor & 0x04 != 0;
-        let dictionary_id_bytes = [0u64, 1, 2, 4][usize::from(descriptor & 0b11)];
-        let content_size_bytes = match descriptor >> 6 {
-            0 => u64::from(single_segment),
-            1 => 2,
-            2 => 4,
-            _ => 8,
-        };
-        offset += 5 + u64::from(!single_segment) + dictionary_id_bytes + content_size_bytes;
+        offset += frame_header_bytes(descriptor);
         loop {
             block_headers += 1;
             if block_headers > BLOCK_HEADERS_MAX {

@@ -82,6 +82,7 @@ mod store;
 use compress::compress;
 pub use conflicts::{ConflictsUsage, conflicts_usage};
 pub use error::{ArchiveError, RejectedCopy, StorageFullCause};
+pub(crate) use frames::frame_header_bytes;
 pub use frames::stored_content_bytes;
 pub(crate) use input::describe_file_type;
 pub use input::guard_against_truncation;

@@ -20,7 +20,7 @@ use crate::hint::OperatorHint;
 use crate::home::environment::PgbakHome;
 use crate::home::journal_file;
 use crate::home::tree_scan;
-use crate::machine::{DirectoryPhase, State, prune_candidates};
+use crate::machine::{State, prune_candidates};
 use crate::os::lock::LockFile;
 use crate::report::human_bytes;
 use crate::sync::session::{self, SyncEnded, SyncOptions};
@@ -132,12 +132,7 @@ fn print_plan(
     let resuming: Vec<String> = state
         .directories
         .iter()
-        .filter(|(_, d)| {
-            matches!(
-                d.phase,
-                DirectoryPhase::Pruning | DirectoryPhase::MovedAside
-            )
-        })
+        .filter(|(_, d)| d.phase.is_being_pruned())
         .map(|(name, _)| name.to_string())
         .collect();
     if !resuming.is_empty() {

@@ -161,6 +161,11 @@ pub enum DirectoryPhase {
 }
 
 impl DirectoryPhase {
+    /// Retention's deletion of it has begun and not finished (S-8.3).
+    pub fn is_being_pruned(self) -> bool {
+        matches!(self, DirectoryPhase::Pruning | DirectoryPhase::MovedAside)
+    }
+
     /// Open directories receive archived WAL (S-2.7, S-4.1).
     pub fn is_open(self) -> bool {
         matches!(self, DirectoryPhase::Pending | DirectoryPhase::Current)

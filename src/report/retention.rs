@@ -9,7 +9,7 @@ use super::analyse::{failure_report, phase_label, time};
 use super::model::{DiskReport, PruneCandidateReport, PruneScriptReport, RetentionReport};
 use crate::home::environment::PgbakHome;
 use crate::home::tree_scan;
-use crate::machine::{DirectoryPhase, Policy, State, prune_candidates, retry_due_at};
+use crate::machine::{Policy, State, prune_candidates, retry_due_at};
 use crate::sync::log::last_line;
 use crate::timestamp::UnixMillis;
 
@@ -41,12 +41,7 @@ pub(super) fn retention_report(
     let in_progress = state
         .directories
         .iter()
-        .filter(|(_, d)| {
-            matches!(
-                d.phase,
-                DirectoryPhase::Pruning | DirectoryPhase::MovedAside
-            )
-        })
+        .filter(|(_, d)| d.phase.is_being_pruned())
         .map(|(name, d)| format!("{name} ({})", phase_label(d.phase)))
         .collect();
     let retention = &state.retention;

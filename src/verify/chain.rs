@@ -171,6 +171,40 @@ pub fn check_wal_chain(input: &ChainInput<'_>) -> (Vec<Problem>, u64) {
     (problems, chain_segments)
 }
 
+/// Every segment whose page header names an older timeline than its name, unless it is the
+/// segment where its name's timeline began (the history file's last switch point): PostgreSQL
+/// copies the old timeline's pages into that one segment at promotion, and into no other. So a
+/// segment renamed to a newer timeline is caught.
+pub fn check_switch_segments(
+    histories: &BTreeMap<u32, TimelineHistory>,
+    segment_size: SegmentSize,
+    segments: &[(PathBuf, WalFileName, u32)],
+) -> Vec<Problem> {
+    segments
+        .iter()
+        .filter(|(_, name, header_timeline)| *header_timeline < name.timeline())
+        .filter(|(_, name, _)| {
+            let began_here = histories.get(&name.timeline()).is_some_and(|history| {
+                Some(segment_size.segment_of(history.begin())) == segment_size.segment_number(name)
+            });
+            !began_here
+        })
+        .map(|(path, name, header_timeline)| {
+            Problem::new(
+                "wrong_timeline",
+                path,
+                Some("page header".to_owned()),
+                format!(
+                    "timeline {} (its name), or an older one only in the segment where timeline {} began",
+                    name.timeline(),
+                    name.timeline()
+                ),
+                format!("timeline {header_timeline} in a segment where no timeline switch happened"),
+            )
+        })
+        .collect()
+}
+
 /// Every segment whose header names another cluster than `pg_control` does.
 pub fn check_system_identifiers(
     expected: Option<u64>,
@@ -255,6 +289,35 @@ mod tests {
                 "missing_segment".to_owned(),
                 "/b/pg_wal/000000010000000000000003.zst".to_owned()
             )]
+        );
+    }
+
+    #[test]
+    fn only_the_segment_where_a_timeline_began_may_carry_the_older_timelines_header() {
+        let size = SegmentSize::new(16 << 20).unwrap();
+        let mut histories = BTreeMap::new();
+        histories.insert(
+            2,
+            TimelineHistory::parse(2, "1\t0/3000100\tno recovery target specified\n").unwrap(),
+        );
+        let segment = |name: &str| {
+            (
+                PathBuf::from(format!("/b/pg_wal/{name}.zst")),
+                WalFileName::parse(name).unwrap(),
+                1,
+            )
+        };
+        let switch = segment("000000020000000000000003");
+        assert!(check_switch_segments(&histories, size, &[switch]).is_empty());
+        let renamed = segment("000000020000000000000005");
+        let problems = check_switch_segments(&histories, size, &[renamed]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].code, "wrong_timeline");
+        // Without the history file nothing says timeline 2 began anywhere.
+        let unknown = segment("000000020000000000000003");
+        assert_eq!(
+            check_switch_segments(&BTreeMap::new(), size, &[unknown]).len(),
+            1
         );
     }
 

@@ -6,7 +6,7 @@
 //! the order they finish in (the report sorts the problems). Nothing is written.
 
 use super::base_archive::{BaseCheck, check_base};
-use super::chain::{ChainInput, check_system_identifiers, check_wal_chain};
+use super::chain::{ChainInput, check_switch_segments, check_system_identifiers, check_wal_chain};
 use super::report::{DirectoryReport, Problem};
 use super::wal_files::{WalFileCheck, check_wal_file};
 use crate::backup_copy::catalog::read_small_text;
@@ -219,6 +219,7 @@ pub fn verify_directory(directory: &Path, jobs: usize, progress: &Progress) -> D
 
     let mut base = None;
     let mut system_identifiers = Vec::new();
+    let mut header_timelines = Vec::new();
     for outcome in outcomes {
         report.files += 1;
         match outcome {
@@ -233,6 +234,9 @@ pub fn verify_directory(directory: &Path, jobs: usize, progress: &Progress) -> D
                 report.compressed_bytes += check.compressed_bytes;
                 report.uncompressed_bytes += check.uncompressed_bytes;
                 report.problems.extend(check.problems);
+                if let Some(timeline) = check.header_timeline {
+                    header_timelines.push((check.path.clone(), check.name.clone(), timeline));
+                }
                 if let Some(found) = check.system_identifier {
                     system_identifiers.push((check.path, found));
                 }
@@ -249,6 +253,11 @@ pub fn verify_directory(directory: &Path, jobs: usize, progress: &Progress) -> D
         &system_identifiers,
     ));
     let histories = readable_histories(&index);
+    report.problems.extend(check_switch_segments(
+        &histories,
+        segment_size,
+        &header_timelines,
+    ));
     let position = base_backup_history(directory)
         .ok()
         .flatten()

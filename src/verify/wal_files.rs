@@ -32,6 +32,9 @@ pub struct WalFileCheck {
     pub uncompressed_bytes: u64,
     /// A segment's `xlp_sysid`, when its header could be read.
     pub system_identifier: Option<u64>,
+    /// A segment's `xlp_tli`, when its header could be read: older than its name's timeline
+    /// only for the segment where that timeline began (checked with the history files).
+    pub header_timeline: Option<u32>,
     pub problems: Vec<Problem>,
 }
 
@@ -72,6 +75,7 @@ pub fn check_wal_file(
         compressed_bytes: 0,
         uncompressed_bytes: 0,
         system_identifier: None,
+        header_timeline: None,
         problems: Vec::new(),
     };
     let unreadable = |error: &dyn std::fmt::Display| {
@@ -128,8 +132,9 @@ pub fn check_wal_file(
     }
     match name.kind() {
         WalFileKind::Segment | WalFileKind::Partial => {
-            check.system_identifier = LongPageHeader::parse(&head.bytes, segment_size.bytes())
-                .map(|header| header.system_identifier);
+            let header = LongPageHeader::parse(&head.bytes, segment_size.bytes());
+            check.system_identifier = header.map(|header| header.system_identifier);
+            check.header_timeline = header.map(|header| header.timeline);
         }
         WalFileKind::History => {
             let text = String::from_utf8_lossy(&head.bytes);
@@ -279,8 +284,14 @@ mod tests {
         assert_eq!(check.uncompressed_bytes, SIZE);
         let renamed = run(&path, "000000010000000000000004");
         assert_eq!(renamed.problems[0].code, "wrong_page_address");
-        let other_timeline = run(&path, "000000020000000000000003");
-        assert_eq!(other_timeline.problems[0].code, "wrong_timeline");
+        // Renamed to a newer timeline: an older header timeline is what a switch segment
+        // has, so this file alone cannot tell; `chain::check_switch_segments` does, with the
+        // history files. Renamed to an older timeline it is wrong at once.
+        let newer_timeline = run(&path, "000000020000000000000003");
+        assert_eq!(newer_timeline.header_timeline, Some(1));
+        let path_2 = store(&scratch.0, "000000020000000000000003", &segment(2, 3, 42));
+        let older_timeline = run(&path_2, "000000010000000000000003");
+        assert_eq!(older_timeline.problems[0].code, "wrong_timeline");
     }
 
     #[test]

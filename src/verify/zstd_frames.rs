@@ -104,14 +104,7 @@ pub fn check_frame_headers(file: &File, path: &Path, length: u64) -> io::Result<
                 format!("window descriptor {:#04x}", header[5]),
             ));
         }
-        let dictionary_id_bytes = [0u64, 1, 2, 4][usize::from(descriptor & 0b11)];
-        let content_size_bytes = match descriptor >> 6 {
-            0 => u64::from(single_segment),
-            1 => 2,
-            2 => 4,
-            _ => 8,
-        };
-        offset += 5 + u64::from(!single_segment) + dictionary_id_bytes + content_size_bytes;
+        offset += crate::archive::frame_header_bytes(descriptor);
         loop {
             blocks += 1;
             if blocks > BLOCK_HEADERS_MAX {
