@@ -175,5 +175,5 @@ prep = [r[("pgbak","prepare")] / (r[("seed","tar")] + r[("seed","zstd_d")]) for 
 whole = [r[("pgbak","total")] / r[("seed","total")] for r in by_round.values()]
 print(f"\nprepare ratio (pgbak prepare / seed tar + zstd -d), median of rounds: {st.median(prep):.2f}  (target <= 0.5)")
 print(f"whole restore ratio (pgbak / seed recipe), median of rounds: {st.median(whole):.2f}  (target <= 0.7)")
-print(f"peak RSS of pgbak restore: {st.median(t[('pgbak','rss_kib')]) / 1024:.1f} MiB")
+print(f"peak RSS of pgbak restore --replay: {st.median(t[('pgbak','rss_kib')]) / 1024:.1f} MiB (the largest process of the tree: postgres --single)")
 EOF

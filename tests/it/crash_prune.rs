@@ -13,7 +13,10 @@ use std::path::Path;
 use crate::crash_sync::{archive, assert_stored, journal, world};
 use crate::util::{executable, pgbak_failing_at as pgbak};
 
-const PRUNE_POINTS: [&str; 5] = [
+/// Every retention fail point. `e2e_crash` checks that these and its own list together are all
+/// of them: pruning never talks to the server, so these are visited here, through real
+/// processes and a real `$PGBAK`, not through a PostgreSQL server's `archive_command`.
+pub const PRUNE_POINTS: [&str; 5] = [
     "prune-after-intent",
     "prune-after-move-aside",
     "prune-before-remove",
