@@ -112,6 +112,27 @@ fn require_sync(state: &State, event: &Event) -> Result<(), TransitionError> {
     Ok(())
 }
 
+/// Refuses `event` about `directory` while the backup script runs for it: the script's outcome
+/// is recorded first (losing or pruning a directory under a running script would leave that
+/// outcome nowhere to go).
+fn no_script_running_for(
+    state: &State,
+    event: &Event,
+    directory: DirectoryName,
+) -> Result<(), TransitionError> {
+    if state
+        .script
+        .running
+        .is_some_and(|run| run.directory == directory)
+    {
+        return Err(reject(
+            event,
+            format!("the script runs for {directory}: its outcome comes first"),
+        ));
+    }
+    Ok(())
+}
+
 /// The rules themselves. They may leave `state` half-changed on `Err`; `apply` works on a copy.
 fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> {
     match event {
@@ -285,16 +306,7 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
                     format!("the base backup runs for {directory}: its outcome comes first"),
                 ));
             }
-            if state
-                .script
-                .running
-                .is_some_and(|run| run.directory == *directory)
-            {
-                return Err(reject(
-                    event,
-                    format!("the script runs for {directory}: its outcome comes first"),
-                ));
-            }
+            no_script_running_for(state, event, *directory)?;
             let lost = directory_mut(state, event, *directory)?.clone();
             if lost.phase == DirectoryPhase::Failed {
                 return Err(reject(
@@ -518,16 +530,7 @@ fn apply_rules(state: &mut State, event: &Event) -> Result<(), TransitionError> 
         }
         Event::PruneStarted { directory, .. } => {
             require_sync(state, event)?;
-            if state
-                .script
-                .running
-                .is_some_and(|run| run.directory == *directory)
-            {
-                return Err(reject(
-                    event,
-                    format!("the script runs for {directory}: its outcome comes first"),
-                ));
-            }
+            no_script_running_for(state, event, *directory)?;
             // The one guard that matters most (S-8.3): whatever the policy, the clock or the
             // caller say, only a sealed directory whose last state was shipped is pruned.
             let shipped_whole = state.fully_shipped(*directory);

@@ -146,6 +146,14 @@ impl Fixture {
         self.command(args).output().unwrap()
     }
 
+    /// `pgbak wait TIMEOUT`, which must exit with `code`; its stderr.
+    fn wait_exits(&self, timeout: &str, code: i32) -> String {
+        let wait = self.run(&["wait", timeout]);
+        let stderr = text(&wait.stderr);
+        assert_eq!(exit_code(&wait), Some(code), "{stderr}");
+        stderr
+    }
+
     /// Starts pgbak with stdout and stderr in `out/LABEL.stdout`/`.stderr` (files, not pipes:
     /// a long-running sync must never block on a pipe nobody reads).
     fn spawn(&self, label: &str, args: &[&str]) -> Child {
@@ -450,8 +458,7 @@ fn a_failing_script_is_retried_with_growing_backoff_and_gets_the_seed_arguments(
     assert_eq!(mode, 0o600);
 
     // S-6.3: everything shipped, no sync running.
-    let wait = fixture.run(&["wait", "0"]);
-    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+    fixture.wait_exits("0", 0);
 }
 
 #[test]
@@ -522,21 +529,15 @@ fn a_missing_script_is_recorded_retried_and_reported_until_it_appears() {
     assert_eq!(status["sync"]["running"], true);
 
     // S-6.3: the sync retries forever, so `wait` times out (2).
-    let wait = fixture.run(&["wait", "2"]);
-    assert_eq!(exit_code(&wait), Some(2), "{}", text(&wait.stderr));
-    assert!(
-        text(&wait.stderr).contains("timed out"),
-        "{}",
-        text(&wait.stderr)
-    );
+    let stderr = fixture.wait_exits("2", 2);
+    assert!(stderr.contains("timed out"), "{stderr}");
     assert!(sync.try_wait().unwrap().is_none(), "the sync gave up");
 
     fixture.script("exit 0\n");
     let exit = fixture.wait_exit(&mut sync, "sync");
     assert!(exit.success(), "{}", fixture.stderr_of("sync"));
     assert_eq!(fixture.runs().len(), 1);
-    let wait = fixture.run(&["wait", "2"]);
-    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+    fixture.wait_exits("2", 0);
 }
 
 #[test]
@@ -581,13 +582,8 @@ fn sigterm_stops_the_script_group_records_the_interruption_and_the_next_sync_res
         "{journal}"
     );
     // S-6.3: no sync runs and work is left: finished with failures (3).
-    let wait = fixture.run(&["wait", "60"]);
-    assert_eq!(exit_code(&wait), Some(3), "{}", text(&wait.stderr));
-    assert!(
-        text(&wait.stderr).contains("interrupted"),
-        "{}",
-        text(&wait.stderr)
-    );
+    let stderr = fixture.wait_exits("60", 3);
+    assert!(stderr.contains("interrupted"), "{stderr}");
 
     // The next sync resumes: the machine decides again, the script runs and succeeds.
     fs::write(fixture.out.join("allow"), "").unwrap();
@@ -601,8 +597,7 @@ fn sigterm_stops_the_script_group_records_the_interruption_and_the_next_sync_res
             ..
         })
     ));
-    let wait = fixture.run(&["wait", "0"]);
-    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+    fixture.wait_exits("0", 0);
 }
 
 #[test]
@@ -621,13 +616,8 @@ fn a_killed_sync_is_recorded_as_abandoned_by_the_next_sync_which_resumes() {
 
     let status = fixture.status_json();
     assert_eq!(status["sync"]["died"], true, "{status:#}");
-    let wait = fixture.run(&["wait", "60"]);
-    assert_eq!(exit_code(&wait), Some(3), "{}", text(&wait.stderr));
-    assert!(
-        text(&wait.stderr).contains("died"),
-        "{}",
-        text(&wait.stderr)
-    );
+    let stderr = fixture.wait_exits("60", 3);
+    assert!(stderr.contains("died"), "{stderr}");
 
     fs::write(fixture.out.join("allow"), "").unwrap();
     let output = fixture.run(&["sync"]);
@@ -644,8 +634,7 @@ fn a_killed_sync_is_recorded_as_abandoned_by_the_next_sync_which_resumes() {
             .any(|event| matches!(event, Event::ScriptSucceeded { .. }))
     );
     assert_eq!(fixture.runs().len(), 2);
-    let wait = fixture.run(&["wait", "0"]);
-    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+    fixture.wait_exits("0", 0);
 }
 
 #[test]
@@ -916,8 +905,7 @@ fn a_journal_rebuilt_under_a_running_sync_makes_it_start_over_from_the_rebuilt_s
         "{}",
         fixture.sync_log()
     );
-    let wait = fixture.run(&["wait", "0"]);
-    assert_eq!(exit_code(&wait), Some(0), "{}", text(&wait.stderr));
+    fixture.wait_exits("0", 0);
 }
 
 /// S-6.4: `status` shows a running base backup with its start and the bytes written so far.

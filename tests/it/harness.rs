@@ -637,15 +637,9 @@ pub fn restore_and_query(
     restore_and_query_on(PgVersion::V15, backup, target, socket, port, query)
 }
 
-/// [`restore_and_query`] with `version`'s server.
-pub fn restore_and_query_on(
-    version: PgVersion,
-    backup: &Path,
-    target: &Path,
-    socket: &Path,
-    port: u16,
-    query: &str,
-) -> String {
+/// The recipe's first two lines as the server's user: a fresh `target` (0700) with
+/// `backup/base.tzst` extracted by GNU tar.
+fn extract_base_as_server_user(backup: &Path, target: &Path) {
     let _ = fs::remove_dir_all(target);
     run_ok(as_server_user("mkdir").args(["-m700"]).arg(target));
     run_ok(
@@ -655,6 +649,18 @@ pub fn restore_and_query_on(
             .arg("-xf")
             .arg(backup.join("base.tzst")),
     );
+}
+
+/// [`restore_and_query`] with `version`'s server.
+pub fn restore_and_query_on(
+    version: PgVersion,
+    backup: &Path,
+    target: &Path,
+    socket: &Path,
+    port: u16,
+    query: &str,
+) -> String {
+    extract_base_as_server_user(backup, target);
     let mut wal_files: Vec<PathBuf> = fs::read_dir(backup.join("pg_wal"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -698,15 +704,7 @@ pub fn restore_by_archive_recovery_and_query(
     port: u16,
     query: &str,
 ) -> String {
-    let _ = fs::remove_dir_all(target);
-    run_ok(as_server_user("mkdir").args(["-m700"]).arg(target));
-    run_ok(
-        as_server_user("tar")
-            .arg("-C")
-            .arg(target)
-            .arg("-xf")
-            .arg(backup.join("base.tzst")),
-    );
+    extract_base_as_server_user(backup, target);
     fs::write(target.join("recovery.signal"), "").unwrap();
     let mut auto_conf = fs::OpenOptions::new()
         .append(true)
